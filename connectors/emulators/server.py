@@ -1,0 +1,245 @@
+"""A threaded HTTP server harness shared by every emulator, with fault injection and a request log."""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+import socket
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+
+@dataclass
+class Request:
+    method: str
+    path: str
+    query: dict[str, list[str]]
+    headers: dict[str, str]
+    body: bytes
+    params: dict[str, str] = field(default_factory=dict)
+
+    def json(self) -> Any:
+        return json.loads(self.body or b"null")
+
+    def header(self, name: str) -> str | None:
+        return self.headers.get(name.lower())
+
+
+@dataclass
+class Response:
+    status: int = 200
+    body: Any = None
+    headers: dict[str, str] = field(default_factory=dict)
+    raw: bytes | None = None
+    content_type: str = "application/json"
+
+
+@dataclass
+class Faults:
+    """Faults to inject, each drawn per request from a seeded generator (reproducible runs).
+
+    ``error_rate`` answers 500/502/503; ``throttle_storm`` answers the API's throttle signal for
+    the next N requests; ``timeout_rate`` stalls past the client's timeout; ``reset_rate`` drops
+    the connection; ``malformed_rate`` sends a torn JSON body; ``latency`` delays every answer.
+    """
+
+    error_rate: float = 0.0
+    throttle_storm: int = 0
+    timeout_rate: float = 0.0
+    timeout_seconds: float = 3.0
+    reset_rate: float = 0.0
+    malformed_rate: float = 0.0
+    latency: float = 0.0
+    seed: int = 7
+    rng: random.Random = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.rng = random.Random(self.seed)
+
+
+Handler = Callable[[Request], Response]
+
+
+@dataclass
+class LoggedRequest:
+    method: str
+    path: str
+    status: int
+    items: int | None  # batch size the handler saw, when it is a batch endpoint
+
+
+class EmulatorServer:
+    """Routes, auth and faults for an emulator; subclasses register routes in ``__init__``."""
+
+    name = "emulator"
+
+    def __init__(self, faults: Faults | None = None) -> None:
+        self.faults = faults or Faults()
+        self.routes: list[tuple[str, re.Pattern[str], Handler]] = []
+        self.log: list[LoggedRequest] = []
+        self.lock = threading.RLock()
+        self._httpd: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+        self._fault_lock = threading.Lock()
+
+    # -- routing -----------------------------------------------------------------
+    def route(self, method: str, pattern: str, handler: Handler) -> None:
+        regex = re.compile("^" + re.sub(r"\{(\w+)\}", r"(?P<\1>[^/]+)", pattern) + "$")
+        self.routes.append((method, regex, handler))
+
+    def authorised(self, request: Request) -> bool:
+        """Override: check the API's auth header."""
+        return True
+
+    def unauthorised(self, request: Request) -> Response:
+        return Response(401, {"error": "unauthorised"})
+
+    def throttled(self, request: Request) -> Response:
+        """Override: the API's own throttle answer."""
+        return Response(429, {"error": "rate limited"}, headers={"Retry-After": "1"})
+
+    def server_error(self, request: Request, status: int) -> Response:
+        return Response(status, {"error": "internal error"})
+
+    def record(self, request: Request, status: int, items: int | None = None) -> None:
+        with self.lock:
+            self.log.append(LoggedRequest(request.method, request.path, status, items))
+
+    # -- dispatch ----------------------------------------------------------------
+    def _draw_fault(self) -> str | None:
+        f = self.faults
+        with self._fault_lock:
+            if f.throttle_storm > 0:
+                f.throttle_storm -= 1
+                return "throttle"
+            roll = f.rng.random()
+            for kind, rate in (
+                ("error", f.error_rate),
+                ("timeout", f.timeout_rate),
+                ("reset", f.reset_rate),
+                ("malformed", f.malformed_rate),
+            ):
+                if roll < rate:
+                    return kind
+                roll -= rate
+        return None
+
+    def dispatch(self, request: Request) -> Response | None:
+        """Answer ``request``; ``None`` means drop the connection."""
+        if self.faults.latency:
+            time.sleep(self.faults.latency)
+        if not self.authorised(request):
+            response = self.unauthorised(request)
+            self.record(request, response.status)
+            return response
+        fault = self._draw_fault()
+        if fault == "throttle":
+            response = self.throttled(request)
+            self.record(request, response.status)
+            return response
+        if fault == "error":
+            response = self.server_error(request, self.faults.rng.choice([500, 502, 503]))
+            self.record(request, response.status)
+            return response
+        if fault == "timeout":
+            time.sleep(self.faults.timeout_seconds)
+            self.record(request, 0)
+            return None
+        if fault == "reset":
+            self.record(request, 0)
+            return None
+        for method, regex, handler in self.routes:
+            match = regex.match(request.path)
+            if match and method == request.method:
+                request.params = match.groupdict()
+                response = handler(request)
+                if fault == "malformed":
+                    # the handler's effect happened; only the answer is torn, as a proxy would
+                    response = Response(response.status, raw=b'{"truncated": ', headers=response.headers)
+                return response
+        return Response(404, {"error": f"no route {request.method} {request.path}"})
+
+    # -- lifecycle ---------------------------------------------------------------
+    def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
+        emulator = self
+
+        class _Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, format: str, *args: Any) -> None:
+                return None
+
+            def _handle(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else b""
+                parts = urlsplit(self.path)
+                request = Request(
+                    method=self.command,
+                    path=parts.path,
+                    query=parse_qs(parts.query),
+                    headers={k.lower(): v for k, v in self.headers.items()},
+                    body=body,
+                )
+                try:
+                    response = emulator.dispatch(request)
+                except Exception as exc:  # an emulator bug must show, not hang the client
+                    response = Response(500, {"error": f"emulator fault: {type(exc).__name__}: {exc}"})
+                if response is None:
+                    self.close_connection = True
+                    try:
+                        self.connection.shutdown(socket.SHUT_RDWR)
+                    except OSError:
+                        pass
+                    return
+                if response.raw is not None:
+                    payload = response.raw
+                elif response.body is None:
+                    payload = b""
+                else:
+                    payload = json.dumps(response.body).encode()
+                self.send_response(response.status)
+                if payload:
+                    self.send_header("Content-Type", response.content_type)
+                self.send_header("Content-Length", str(len(payload)))
+                for key, value in response.headers.items():
+                    self.send_header(key, value)
+                self.end_headers()
+                if payload:
+                    self.wfile.write(payload)
+
+            do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _handle
+
+        class _Server(ThreadingHTTPServer):
+            daemon_threads = True
+            allow_reuse_address = True
+            request_queue_size = 128
+
+        self._httpd = _Server((host, port), _Handler)
+        self._thread = threading.Thread(target=self._httpd.serve_forever, name=self.name, daemon=True)
+        self._thread.start()
+        return self.url
+
+    @property
+    def url(self) -> str:
+        assert self._httpd is not None, "emulator not started"
+        host, port = self._httpd.server_address[:2]
+        return f"http://{host!s}:{port}"
+
+    def stop(self) -> None:
+        if self._httpd is not None:
+            self._httpd.shutdown()
+            self._httpd.server_close()
+            self._httpd = None
+
+    def __enter__(self) -> EmulatorServer:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

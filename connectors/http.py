@@ -1,0 +1,173 @@
+"""The shared HTTP core every connector is built on.
+
+A connector subclass declares its base URL, auth and limits, and overrides :meth:`HttpConnector.classify`
+(the one place that maps a vendor response to the error taxonomy). Everything else, the client,
+retries, rate limiting, redaction and statistics, lives here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+import httpx
+
+from connectors.errors import ConfigError, ConnectorError, PermanentError, RateLimitedError, RetryableError
+from connectors.ratelimit import ConcurrencyLimiter, RateLimiter, Unlimited
+from connectors.redact import redact
+from connectors.retry import RetryPolicy, RetryStats
+
+log = logging.getLogger(__name__)
+
+USER_AGENT = "audience-sync/0.1 (+https://github.com/audience-sync/audience-sync)"
+JSON = dict[str, Any]
+
+
+def make_client(
+    base_url: str,
+    *,
+    timeout: float = 30.0,
+    max_connections: int = 10,
+    headers: Mapping[str, str] | None = None,
+    auth: httpx.Auth | None = None,
+) -> httpx.Client:
+    """One way to build clients: explicit timeouts, bounded pool, our user agent."""
+    return httpx.Client(
+        base_url=base_url,
+        timeout=httpx.Timeout(timeout, connect=min(10.0, timeout)),
+        limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
+        headers={"User-Agent": USER_AGENT, **(headers or {})},
+        auth=auth,
+    )
+
+
+def retry_after_seconds(response: httpx.Response) -> float | None:
+    """Retry-After in seconds (the HTTP-date form is rare for these APIs and treated as absent)."""
+    value = response.headers.get("Retry-After")
+    if value is None:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        return None
+
+
+def default_classify(response: httpx.Response) -> None:
+    """The common HTTP mapping; connectors refine it with their vendor's signals."""
+    status = response.status_code
+    if status < 400:
+        return
+    detail = redact(response.text[:300])
+    if status == 429:
+        raise RateLimitedError(
+            f"rate limited (HTTP 429): {detail}", wait_seconds=retry_after_seconds(response), status=status
+        )
+    if status in (401, 403):
+        raise ConfigError(f"not authorised (HTTP {status}): check the credentials: {detail}", status=status)
+    if status >= 500 or status == 408:
+        raise RetryableError(f"server error (HTTP {status}): {detail}", status=status)
+    raise PermanentError(f"request refused (HTTP {status}): {detail}", status=status)
+
+
+class HttpConnector:
+    """Base for every HTTP connector: send, classify, retry, rate-limit, count."""
+
+    #: registry name, e.g. ``"shopify"`` or ``"mailchimp"``
+    name: ClassVar[str] = ""
+    max_connections: ClassVar[int] = 10
+    timeout: ClassVar[float] = 30.0
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        headers: Mapping[str, str] | None = None,
+        auth: httpx.Auth | None = None,
+        retry: RetryPolicy | None = None,
+        rate_limiter: RateLimiter | None = None,
+        concurrency: ConcurrencyLimiter | None = None,
+        client: httpx.Client | None = None,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.client = client or make_client(
+            self.base_url,
+            timeout=self.timeout,
+            max_connections=self.max_connections,
+            headers=headers,
+            auth=auth,
+        )
+        self.retry = retry or RetryPolicy()
+        self.rate_limiter: RateLimiter = rate_limiter or Unlimited()
+        self.concurrency: ConcurrencyLimiter = concurrency or Unlimited()
+        self.stats = RetryStats()
+        self.requests = 0
+
+    def close(self) -> None:
+        self.client.close()
+
+    def __enter__(self) -> HttpConnector:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def classify(self, response: httpx.Response) -> None:
+        """Raise the taxonomy error for ``response``; return for a usable one. Override per vendor."""
+        default_classify(response)
+
+    def request_cost(self, method: str, path: str, body: Any) -> float:
+        """Tokens this request takes from the rate limiter (1 by default)."""
+        return 1.0
+
+    def send_once(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        """One attempt: limiter, request, classification. Network faults become RetryableError."""
+        self.rate_limiter.acquire(self.request_cost(method, path, kwargs.get("json")))
+        self.requests += 1
+        with self.concurrency.slot():
+            try:
+                response = self.client.request(method, path, **kwargs)
+            except httpx.TimeoutException as exc:
+                raise RetryableError(f"{self.name}: timed out ({type(exc).__name__})") from None
+            except httpx.TransportError as exc:
+                raise RetryableError(f"{self.name}: connection failed ({type(exc).__name__})") from None
+        self.classify(response)
+        return response
+
+    def send(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        """Send with the retry policy; raises a :class:`ConnectorError` subclass on failure."""
+        try:
+            return self.retry.call(lambda: self.send_once(method, path, **kwargs), self.stats)
+        except ConnectorError as exc:
+            log.warning("%s %s %s failed: %s", self.name, method, redact(path), exc.message)
+            raise
+
+    def send_json(self, method: str, path: str, **kwargs: Any) -> JSON:
+        """Like :meth:`send`, parsing a JSON object body inside the retry (a torn body is retried)."""
+        try:
+            return self.retry.call(
+                lambda: self.json_body(self.send_once(method, path, **kwargs)), self.stats
+            )
+        except ConnectorError as exc:
+            log.warning("%s %s %s failed: %s", self.name, method, redact(path), exc.message)
+            raise
+
+    @staticmethod
+    def json_body(response: httpx.Response) -> JSON:
+        """Parse a JSON object body; a malformed body is a transient fault (proxies truncate)."""
+        try:
+            body = response.json()
+        except ValueError:
+            raise RetryableError(f"malformed response body (HTTP {response.status_code})") from None
+        if not isinstance(body, dict):
+            raise RetryableError(f"unexpected response shape (HTTP {response.status_code})")
+        return body
+
+
+@contextlib.contextmanager
+def closing_connector(connector: HttpConnector) -> Any:
+    try:
+        yield connector
+    finally:
+        connector.close()

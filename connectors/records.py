@@ -1,0 +1,101 @@
+"""Source-neutral records that connectors produce and consume.
+
+Sources turn vendor payloads into :class:`OrderRecord` / :class:`CustomerRecord`; destinations receive
+:class:`Member` rows. Raw values are kept as the source sent them; validation and normalization
+happen in one place (``worker.ingest``) so the CSV path and every connector agree.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+from enum import StrEnum
+
+
+class Consent(StrEnum):
+    """Email marketing state, named as Shopify's ``EmailMarketingState`` (the richest source)."""
+
+    SUBSCRIBED = "SUBSCRIBED"
+    NOT_SUBSCRIBED = "NOT_SUBSCRIBED"
+    PENDING = "PENDING"
+    UNSUBSCRIBED = "UNSUBSCRIBED"
+    REDACTED = "REDACTED"
+    INVALID = "INVALID"
+    UNKNOWN = "UNKNOWN"
+
+
+@dataclass(frozen=True)
+class LineItem:
+    product_id: str | None
+    sku: str | None
+    quantity: int
+
+
+@dataclass(frozen=True)
+class OrderRecord:
+    order_id: str
+    source: str
+    customer_id: str | None
+    email: str | None
+    created_at: datetime
+    updated_at: datetime
+    #: current (post-refund, post-edit) total in the shop's currency: the monetary value
+    total: Decimal
+    currency: str
+    cancelled: bool = False
+    test: bool = False
+    phone: str | None = None
+    discount_codes: tuple[str, ...] = ()
+    lines: tuple[LineItem, ...] = ()
+    #: first-visit acquisition data: "source / medium" from UTM, else the source name
+    channel: str | None = None
+    landing_page: str | None = None
+    referrer: str | None = None
+    #: only the CSV path carries consent on the order; Shopify sends it with the customer
+    accepts_marketing: bool | None = None
+
+
+@dataclass(frozen=True)
+class CustomerRecord:
+    customer_id: str
+    source: str
+    email: str | None
+    updated_at: datetime
+    email_consent: Consent = Consent.UNKNOWN
+    consent_updated_at: datetime | None = None
+    phone: str | None = None
+    first_name: str | None = None
+    last_name: str | None = None
+    country: str | None = None
+
+
+@dataclass(frozen=True)
+class Problem:
+    """A record that could not be used, with where it came from and why (never its PII)."""
+
+    ref: str
+    reason: str
+
+
+@dataclass
+class Page:
+    """One page of a pull: usable records, the problems found, and the page's newest update time."""
+
+    orders: list[OrderRecord] = field(default_factory=list)
+    customers: list[CustomerRecord] = field(default_factory=list)
+    problems: list[Problem] = field(default_factory=list)
+    max_updated_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class Member:
+    """One person as a destination sees them: normalized identifiers and consent."""
+
+    key: str
+    email: str | None
+    phone: str | None = None
+    first_name: str | None = None
+    last_name: str | None = None
+    country: str | None = None
+    email_consent: Consent = Consent.UNKNOWN

@@ -1,0 +1,67 @@
+"""Connectors register themselves by name; nothing central switches on a vendor."""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from typing import TypeVar
+
+T = TypeVar("T")
+
+_SOURCES: dict[str, type] = {}
+_DESTINATIONS: dict[str, type] = {}
+
+#: modules imported on first lookup so their classes register (entry points would do for plugins)
+_BUILTIN_MODULES = (
+    "connectors.sources.shopify",
+    "connectors.destinations.file",
+    "connectors.destinations.mailchimp",
+    "connectors.destinations.meta",
+)
+
+
+def register_source(name: str) -> Callable[[type[T]], type[T]]:
+    def deco(cls: type[T]) -> type[T]:
+        _SOURCES[name] = cls
+        return cls
+
+    return deco
+
+
+def register_destination(name: str) -> Callable[[type[T]], type[T]]:
+    def deco(cls: type[T]) -> type[T]:
+        _DESTINATIONS[name] = cls
+        return cls
+
+    return deco
+
+
+def _load_builtins() -> None:
+    for module in _BUILTIN_MODULES:
+        try:
+            importlib.import_module(module)
+        except ModuleNotFoundError as exc:
+            if exc.name != module:
+                raise
+
+
+def source_class(name: str) -> type:
+    _load_builtins()
+    try:
+        return _SOURCES[name]
+    except KeyError:
+        raise KeyError(f"unknown source type {name!r}; known: {', '.join(sorted(_SOURCES))}") from None
+
+
+def destination_class(name: str) -> type:
+    _load_builtins()
+    try:
+        return _DESTINATIONS[name]
+    except KeyError:
+        known = ", ".join(sorted(_DESTINATIONS))
+        raise KeyError(f"unknown destination type {name!r}; known: {known}") from None
+
+
+def destination_types() -> list[str]:
+    _load_builtins()
+    return sorted(_DESTINATIONS)

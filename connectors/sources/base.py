@@ -1,0 +1,45 @@
+"""The source contract: pull one stream's records changed since a watermark, page by page.
+
+Pages come in ascending ``updated_at`` order, so the worker can store a page and advance the
+watermark to ``page.max_updated_at`` right away: a crash resumes from the last stored page.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from datetime import datetime
+from typing import ClassVar
+
+from pydantic import BaseModel, ConfigDict
+
+from connectors.records import Page
+from connectors.runtime import Runtime
+
+
+class SourceConfig(BaseModel):
+    """The ``[source]`` table of the config file; subclasses add their own keys."""
+
+    model_config = ConfigDict(extra="forbid")
+    type: str
+
+
+class Source(ABC):
+    kind: ClassVar[str]
+    Config: ClassVar[type[SourceConfig]] = SourceConfig
+    streams: ClassVar[tuple[str, ...]] = ("customers", "orders")
+
+    def __init__(self, config: SourceConfig, runtime: Runtime, secret: str | None = None) -> None:
+        self.config = config
+        self.runtime = runtime
+        self.secret = secret
+
+    @abstractmethod
+    def pull(self, stream: str, since: datetime | None) -> Iterator[Page]:
+        """Yield pages of records updated at or after ``since`` (everything when ``None``)."""
+
+    def stats(self) -> dict[str, object]:
+        return {}
+
+    def close(self) -> None:
+        return None
