@@ -1,0 +1,304 @@
+"""Mailchimp Marketing API v3: an email list, membership kept as a static segment (or tag).
+
+Adds upsert the contacts first (batch subscribe/update, ``status_if_new`` only, so an unsubscribed
+or cleaned contact is never re-subscribed), then add them to the segment; removes take them out of
+the segment without touching the contact. api-contracts.md §3.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import threading
+from collections.abc import Iterator, Sequence
+from typing import Any, Literal, TypeVar
+from urllib.parse import quote
+
+import httpx
+from pydantic import Field, SecretStr, model_validator
+
+from connectors.destinations.base import (
+    BatchResult,
+    Destination,
+    DestinationConfig,
+    MappingOptions,
+    Rejection,
+)
+from connectors.errors import ConfigError, PermanentError, RateLimitedError, RetryableError
+from connectors.http import HttpConnector, default_classify
+from connectors.identifiers import normalize_email
+from connectors.records import Consent, Member
+from connectors.redact import redact
+from connectors.registry import register_destination
+from connectors.runtime import Runtime
+
+T = TypeVar("T")
+
+#: both batch endpoints take at most 500 members per call (spec description text, no maxItems)
+MAX_MEMBERS = 500
+#: contacts in these states are never re-subscribed by us: a person must opt in again
+REFUSED_STATUSES = frozenset({"unsubscribed", "cleaned", "archived"})
+_ABSENT = re.compile(r"(?i)\bnot\b.*\b(member|found|in|on|exist|present|subscribed)\b")
+_ALREADY = re.compile(r"(?i)\balready\b")
+
+
+def subscriber_hash(email: str) -> str:
+    """Mailchimp's member id: MD5 hex of the trimmed, lower-cased address."""
+    return hashlib.md5(email.strip().lower().encode("utf-8"), usedforsecurity=False).hexdigest()
+
+
+def data_centre(api_key: str) -> str:
+    """The ``usN`` suffix of an API key; the default host is derived from it."""
+    _, sep, dc = api_key.rpartition("-")
+    if not sep or not re.fullmatch(r"[a-z]+[0-9]+", dc):
+        raise ConfigError("mailchimp: the API key has no data-centre suffix (expected '...-us6')")
+    return dc
+
+
+def chunks(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+class MailchimpConfig(DestinationConfig):
+    type: Literal["mailchimp"] = "mailchimp"
+    #: ``{dc}`` is replaced by the API key's data centre; point it at an emulator in tests
+    base_url: str = "https://{dc}.api.mailchimp.com/3.0"
+    #: the API key, filled by the worker from AUDIENCE_SYNC_MAILCHIMP_API_KEY
+    secret: SecretStr | None = None
+    #: simultaneous connections per API key (Mailchimp allows 10; 8 leaves room for people)
+    max_connections: int = Field(default=8, ge=1, le=10)
+
+
+class MailchimpOptions(MappingOptions):
+    """Exactly one of ``tag`` (a static segment found or created by name) or ``segment_id``."""
+
+    tag: str | None = None
+    segment_id: int | None = None
+
+    @model_validator(mode="after")
+    def _one_target(self) -> MailchimpOptions:
+        if (self.tag is None) == (self.segment_id is None):
+            raise ValueError("give exactly one of 'tag' or 'segment_id'")
+        return self
+
+
+class MailchimpClient(HttpConnector):
+    """Problem+json errors; no Retry-After on 429; a bare 403 (load shedding) is retried once."""
+
+    name = "mailchimp"
+    max_connections = 8
+    timeout = 120.0
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._local = threading.local()
+
+    def _reset(self) -> None:
+        self._local.bare_403 = 0
+
+    def send(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        self._reset()
+        return super().send(method, path, **kwargs)
+
+    def send_json(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
+        self._reset()
+        return super().send_json(method, path, **kwargs)
+
+    def classify(self, response: httpx.Response) -> None:
+        status = response.status_code
+        if status < 400:
+            return
+        if status == 403 and not response.content.strip():
+            seen = getattr(self._local, "bare_403", 0) + 1
+            self._local.bare_403 = seen
+            if seen <= 1:
+                raise RetryableError("mailchimp: bare HTTP 403 (load shedding?); retrying once", status=403)
+            raise ConfigError("mailchimp: forbidden (HTTP 403, twice): check the API key", status=403)
+        try:
+            problem = response.json()
+        except ValueError:
+            problem = None
+        if not isinstance(problem, dict):
+            default_classify(response)
+            return
+        title = redact(str(problem.get("title", "")))[:100]
+        detail = redact(str(problem.get("detail", "")))[:300]
+        text = f"mailchimp: {title} (HTTP {status}): {detail}"
+        if status == 429:
+            raise RateLimitedError(text, wait_seconds=None, status=status)
+        if status in (401, 403):
+            raise ConfigError(text + " (check the API key and its permissions)", status=status)
+        if status >= 500 or status == 408:
+            raise RetryableError(text, status=status)
+        raise PermanentError(text, status=status, code=title or None)
+
+
+@register_destination("mailchimp")
+class MailchimpDestination(Destination):
+    kind = "mailchimp"
+    audience_kind = "email"
+    batch_size = MAX_MEMBERS
+    Config = MailchimpConfig
+    Options = MailchimpOptions
+
+    def __init__(self, name: str, config: DestinationConfig, runtime: Runtime) -> None:
+        super().__init__(name, config, runtime)
+        assert isinstance(config, MailchimpConfig)
+        self.mc_config = config
+        self._client: MailchimpClient | None = None
+        self._segments: dict[tuple[str, str], int] = {}
+        self._lock = threading.Lock()
+        self._refused_status = 0
+
+    # -- plumbing ------------------------------------------------------------------------
+    @property
+    def client(self) -> MailchimpClient:
+        """Built on first use, so eligibility and identity work without a key."""
+        if self._client is None:
+            if self.mc_config.secret is None:
+                raise ConfigError("mailchimp: no API key (set AUDIENCE_SYNC_MAILCHIMP_API_KEY)")
+            key = self.mc_config.secret.get_secret_value()
+            base = self.mc_config.base_url
+            if "{dc}" in base:
+                base = base.replace("{dc}", data_centre(key))
+            fingerprint = hashlib.sha256(key.encode()).hexdigest()[:16]
+            self._client = MailchimpClient(
+                base,
+                auth=httpx.BasicAuth("audience-sync", key),
+                retry=self.runtime.retry_policy(),
+                concurrency=self.runtime.concurrency(f"mailchimp:{fingerprint}", self.mc_config.max_connections),
+            )
+        return self._client
+
+    @staticmethod
+    def _opts(options: MappingOptions) -> MailchimpOptions:
+        assert isinstance(options, MailchimpOptions)
+        return options
+
+    def identity(self, member: Member, options: MappingOptions) -> str:
+        raw = member.email or ""
+        return normalize_email(raw) or raw.strip().lower()
+
+    def segment_id(self, list_id: str, options: MappingOptions) -> int:
+        """The static segment to keep: given, or found (then created) by tag name, once per run."""
+        opts = self._opts(options)
+        if opts.segment_id is not None:
+            return opts.segment_id
+        assert opts.tag is not None
+        key = (list_id, opts.tag)
+        with self._lock:
+            if key in self._segments:
+                return self._segments[key]
+            found = self._find_segment(list_id, opts.tag)
+            if found is None:
+                body = {"name": opts.tag, "static_segment": []}
+                created = self.client.send_json("POST", f"/lists/{quote(list_id)}/segments", json=body)
+                found = int(created["id"])
+            self._segments[key] = found
+            return found
+
+    def _find_segment(self, list_id: str, name: str) -> int | None:
+        offset = 0
+        while True:
+            params = {"type": "static", "count": 1000, "offset": offset}
+            page = self.client.send_json("GET", f"/lists/{quote(list_id)}/segments", params=params)
+            segments = page.get("segments") or []
+            for segment in segments:
+                if segment.get("name") == name:
+                    return int(segment["id"])
+            offset += len(segments)
+            if not segments or offset >= int(page.get("total_items") or 0):
+                return None
+
+    # -- response interpretation ------------------------------------------------------
+    def _upsert_refusals(self, body: dict[str, Any]) -> dict[str, Rejection]:
+        """Per-member errors and contacts Mailchimp holds as unsubscribed/cleaned."""
+        refused: dict[str, Rejection] = {}
+        for error in body.get("errors") or []:
+            email = str(error.get("email_address", "")).strip().lower()
+            text = redact(str(error.get("error", "")))[:300]
+            code = str(error.get("error_code") or "mailchimp_error")
+            if "compliance" in text.lower():
+                code = "compliance_state"
+            refused[email] = Rejection(email, f"Mailchimp refused the contact: {text}", code)
+        for member in [*(body.get("new_members") or []), *(body.get("updated_members") or [])]:
+            status = str(member.get("status", ""))
+            if status in REFUSED_STATUSES:
+                email = str(member.get("email_address", "")).strip().lower()
+                reason = f"contact is {status} in Mailchimp; not re-subscribed without a new opt-in"
+                refused[email] = Rejection(email, reason, f"mailchimp_{status}")
+        return refused
+
+    @staticmethod
+    def _segment_refusals(body: dict[str, Any], *, removing: bool) -> dict[str, Rejection]:
+        refused: dict[str, Rejection] = {}
+        for error in body.get("errors") or []:
+            text = redact(str(error.get("error", "")))[:300]
+            harmless = _ABSENT.search(text) if removing else _ALREADY.search(text)
+            if harmless:
+                continue  # already in the desired state
+            for raw in error.get("email_addresses") or []:
+                email = str(raw).strip().lower()
+                refused[email] = Rejection(email, f"Mailchimp refused the segment change: {text}", "segment")
+        return refused
+
+    # -- I/O ------------------------------------------------------------------------------
+    def add(self, audience: str, members: Sequence[Member], options: MappingOptions) -> BatchResult:
+        result = BatchResult()
+        emails: list[str] = []
+        for member in members:
+            email = normalize_email(member.email)
+            if email is None:
+                result.rejected.append(Rejection(self.identity(member, options), "invalid email", "no_email"))
+            elif member.email_consent != Consent.SUBSCRIBED:
+                result.rejected.append(Rejection(email, "no marketing consent", "no_consent"))
+            elif email not in emails:
+                emails.append(email)
+        segment = self.segment_id(audience, options)
+        upserted: list[str] = []
+        for chunk in chunks(emails, MAX_MEMBERS):
+            body = {
+                "members": [{"email_address": e, "status_if_new": "subscribed"} for e in chunk],
+                "update_existing": True,
+            }
+            answer = self.client.send_json("POST", f"/lists/{quote(audience)}", json=body)
+            refused = self._upsert_refusals(answer)
+            self._refused_status += sum(1 for r in refused.values() if r.code.startswith("mailchimp_"))
+            result.rejected.extend(refused[e] for e in chunk if e in refused)
+            upserted.extend(e for e in chunk if e not in refused)
+        path = f"/lists/{quote(audience)}/segments/{segment}"
+        for chunk in chunks(upserted, MAX_MEMBERS):
+            answer = self.client.send_json("POST", path, json={"members_to_add": list(chunk)})
+            refused = self._segment_refusals(answer, removing=False)
+            result.rejected.extend(refused[e] for e in chunk if e in refused)
+            result.accepted.extend(e for e in chunk if e not in refused)
+        return result
+
+    def remove(self, audience: str, identities: Sequence[str], options: MappingOptions) -> BatchResult:
+        """Take members out of the segment; the contacts themselves stay on the list."""
+        result = BatchResult()
+        path = f"/lists/{quote(audience)}/segments/{self.segment_id(audience, options)}"
+        unique = list(dict.fromkeys(identities))
+        for chunk in chunks(unique, MAX_MEMBERS):
+            answer = self.client.send_json("POST", path, json={"members_to_remove": list(chunk)})
+            refused = self._segment_refusals(answer, removing=True)
+            result.rejected.extend(refused[e] for e in chunk if e in refused)
+            result.accepted.extend(e for e in chunk if e not in refused)
+        return result
+
+    def stats(self) -> dict[str, Any]:
+        if self._client is None:
+            return {}
+        s = self._client.stats
+        return {
+            "requests": self._client.requests,
+            "retries": s.retries,
+            "throttled": s.throttled,
+            "waited_seconds": s.waited_seconds,
+            "refused_by_status": self._refused_status,
+        }
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()

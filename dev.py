@@ -1,0 +1,90 @@
+#!/usr/bin/env python3
+"""Bootstrap and run: ``python3 dev.py demo`` or ``python3 dev.py test``. Needs only Python 3.11+.
+
+Creates ``.venv`` on first use and installs the locked dependencies (again whenever the lock
+file changes), then runs the demo or the whole check suite (lint, format, types, compose, tests).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+import venv
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+VENV = ROOT / ".venv"
+BIN = VENV / ("Scripts" if os.name == "nt" else "bin")
+PY = BIN / "python"
+LOCK = ROOT / "requirements" / "dev.lock"
+STAMP = VENV / ".installed"
+
+
+def run(*cmd: str | Path, check: bool = True) -> int:
+    print("+", " ".join(str(c) for c in cmd), flush=True)
+    return subprocess.run([str(c) for c in cmd], cwd=ROOT, check=check).returncode
+
+
+def ensure_env() -> None:
+    if sys.version_info < (3, 11):
+        sys.exit(f"audience-sync needs Python 3.11 or newer (this is {sys.version.split()[0]})")
+    digest = hashlib.sha256(LOCK.read_bytes() + (ROOT / "pyproject.toml").read_bytes()).hexdigest()
+    if STAMP.exists() and STAMP.read_text() == digest and PY.exists():
+        return
+    if not PY.exists():
+        print(f"creating virtual environment in {VENV}", flush=True)
+        venv.EnvBuilder(with_pip=True, clear=True).create(VENV)
+    run(PY, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "uv==0.13.9")
+    run(PY, "-m", "uv", "pip", "install", "--quiet", "--python", PY, "-r", LOCK)
+    run(PY, "-m", "uv", "pip", "install", "--quiet", "--python", PY, "--no-deps", "-e", ".")
+    STAMP.write_text(digest)
+
+
+def compose_command() -> list[str | Path] | None:
+    """``docker compose`` (v2 plugin) or ``docker-compose`` (v1), whichever answers."""
+    docker = shutil.which("docker")
+    if docker and subprocess.run([docker, "compose", "version"], capture_output=True).returncode == 0:
+        return [docker, "compose"]
+    legacy = shutil.which("docker-compose")
+    return [legacy] if legacy else None
+
+
+def demo(args: list[str]) -> int:
+    return run(BIN / "audience-sync", "demo", *args, check=False)
+
+
+def test(args: list[str]) -> int:
+    os.environ.setdefault("AUDIENCE_SYNC_API_TOKEN", "compose-config-check")
+    steps: list[list[str | Path]] = [
+        [BIN / "ruff", "check", "."],
+        [BIN / "ruff", "format", "--check", "."],
+        [BIN / "mypy"],
+    ]
+    compose = compose_command()
+    if compose:
+        steps.append([*compose, "-f", "docker-compose.yml", "config", "--quiet"])
+    else:
+        print("docker compose not found: skipping the docker-compose.yml check", flush=True)
+    for step in steps:
+        if run(*step, check=False) != 0:
+            print(f"FAILED: {' '.join(str(s) for s in step)}", flush=True)
+            return 1
+    return run(PY, "-m", "pytest", *args, check=False)
+
+
+def main() -> int:
+    if len(sys.argv) < 2 or sys.argv[1] not in {"demo", "test", "setup"}:
+        print(__doc__)
+        return 2
+    ensure_env()
+    command, rest = sys.argv[1], sys.argv[2:]
+    if command == "setup":
+        return 0
+    return demo(rest) if command == "demo" else test(rest)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,49 @@
+"""The Celery app, built from settings (see celery-redis-reliability.md for why each option is set)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from celery import Celery
+
+from worker.settings import Settings, get_settings
+
+
+def make_celery(settings: Settings) -> Celery:
+    app = Celery("audience_sync", broker=settings.redis_url, include=["worker.tasks"])
+    transport = {
+        # the longest a task may run unacknowledged, and the longest countdown we ever use
+        "visibility_timeout": settings.visibility_timeout_seconds,
+        # every key (queues, unacked index) under our prefix: never collide with another app
+        "global_keyprefix": f"{settings.key_prefix}:celery:",
+        # restore a dead worker's unacked tasks soon after the visibility timeout, not ~90 s later
+        "unacked_restore_interval": 2,
+        "unacked_restore_throttle": 1,
+    }
+    app.conf.update(
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        task_ignore_result=True,
+        task_serializer="json",
+        accept_content=["json"],
+        task_default_queue=settings.queue,
+        broker_transport_options=transport,
+        broker_connection_retry_on_startup=True,
+        worker_cancel_long_running_tasks_on_connection_loss=True,
+        worker_hijack_root_logger=False,
+        timezone="UTC",
+        enable_utc=True,
+        beat_schedule={
+            "cycle": {"task": "audience_sync.cycle", "schedule": timedelta(minutes=settings.cycle_minutes)},
+            "daily-reconcile": {
+                "task": "audience_sync.cycle",
+                "schedule": timedelta(days=1),
+                "kwargs": {"reread_hours": 48},
+            },
+        },
+    )
+    return app
+
+
+app = make_celery(get_settings())

@@ -1,0 +1,172 @@
+"""``audience-sync``: the operator's command line (the same operations as the control API)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import click
+
+from connectors.redact import install_log_redaction
+from worker.config import ConfigFileError
+from worker.settings import Settings, get_settings
+
+
+def _setup_logging(verbose: bool) -> None:
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    install_log_redaction()
+
+
+def _fail(message: str) -> None:
+    click.echo(f"error: {message}", err=True)
+    sys.exit(2)
+
+
+def _parse_time(value: str | None) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        _fail(f"not an ISO 8601 date or time: {value!r}")
+        raise
+    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+
+
+@click.group()
+@click.option("-v", "--verbose", is_flag=True, help="Log progress at INFO level.")
+def main(verbose: bool) -> None:
+    """Keep a store's marketing audiences true."""
+    _setup_logging(verbose)
+
+
+@main.command()
+@click.option("--full", is_flag=True, help="Full resync of every mapping (replace where supported).")
+@click.option("--now", "now_text", help="Clock for segment windows (ISO 8601; default: now).")
+def run(full: bool, now_text: str | None) -> None:
+    """Run one whole cycle in-process: pull, recompute, sync every mapping (no Redis needed)."""
+    from worker.runner import run_cycle_inline
+
+    try:
+        report = run_cycle_inline(get_settings(), now=_parse_time(now_text), full=full, echo=click.echo)
+    except ConfigFileError as exc:
+        _fail(str(exc))
+        return
+    sys.exit(0 if report.ok else 1)
+
+
+@main.command()
+@click.argument("mapping")
+@click.option("--full", is_flag=True, help="Full replace instead of a diff.")
+@click.option("--inline", is_flag=True, help="Run here and now instead of enqueueing for a worker.")
+def resync(mapping: str, full: bool, inline: bool) -> None:
+    """Resync one MAPPING: enqueue it for the workers (or run it --inline)."""
+    settings = get_settings()
+    try:
+        from worker.runner import load_app_config
+
+        config = load_app_config(settings)
+        config.mapping(mapping)
+    except ConfigFileError as exc:
+        _fail(str(exc))
+        return
+    if inline:
+        from worker.runner import sync_inline
+
+        result = sync_inline(settings, mapping, full=full, echo=click.echo)
+        sys.exit(0 if result.status in ("ok", "partial") else 1)
+    from worker.tasks import sync_mapping_task
+
+    sent = sync_mapping_task.apply_async(args=[mapping], kwargs={"full": full})
+    click.echo(f"queued {'full replace' if full else 'resync'} of {mapping} (task {sent.id})")
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def status(as_json: bool) -> None:
+    """Last run of each mapping and step: when, adds, removes, rejected, outcome."""
+    from worker.status import render_status, status_rows
+
+    rows = status_rows(get_settings())
+    if as_json:
+        click.echo(json.dumps(rows, indent=2, default=str))
+    else:
+        click.echo(render_status(rows))
+
+
+@main.command()
+@click.option("--orders-csv", type=click.Path(exists=True, dir_okay=False, path_type=Path), required=True)
+@click.option("--as-of", "as_of", required=True, help="Clock for the windows (ISO 8601 date or time, UTC).")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True)
+def segments(orders_csv: Path, as_of: str, out: Path) -> None:
+    """Compute segment membership from a plain orders CSV, offline (no store, no server)."""
+    from worker.orders_csv import segments_from_csv
+
+    when = _parse_time(as_of)
+    assert when is not None
+    report = segments_from_csv(orders_csv, when, out)
+    for name, size in sorted(report.sizes.items()):
+        click.echo(f"{name:32} {size:>8}")
+    click.echo(f"wrote {out} ({sum(report.sizes.values())} rows)")
+    if report.problems:
+        click.echo(f"{len(report.problems)} rows not used:", err=True)
+        for problem in report.problems[:50]:
+            click.echo(f"  {problem.ref}: {problem.reason}", err=True)
+        if len(report.problems) > 50:
+            click.echo(f"  … and {len(report.problems) - 50} more", err=True)
+
+
+@main.command()
+@click.option("--customers", default=5000, show_default=True, help="Size of the synthetic store.")
+@click.option("--workdir", type=click.Path(file_okay=False, path_type=Path), default=Path("var/demo"),
+              show_default=True)
+def demo(customers: int, workdir: Path) -> None:
+    """Sandbox demo: two cycles, 30 days apart, against the built-in emulators."""
+    from worker.demo import run_demo
+
+    run_demo(customers=customers, workdir=workdir, echo=click.echo)
+
+
+@main.command("hash")
+@click.option("--platform", type=click.Choice(["meta", "google", "tiktok"]), required=True)
+@click.option("--kind", type=click.Choice(["email", "phone"]), required=True)
+@click.option("--region", default=None, help="Default region for phones without a country code.")
+def hash_cmd(platform: str, kind: str, region: str | None) -> None:
+    """Read values on stdin; print each one's normalized form and SHA-256, tab-separated."""
+    from connectors.identifiers import match_key
+
+    default_region = region or get_settings().default_phone_region
+    for line in sys.stdin:
+        value = line.rstrip("\n")
+        if not value.strip():
+            continue
+        key = match_key(value, kind=kind, platform=platform, default_region=default_region)  # type: ignore[arg-type]
+        click.echo("invalid\t-" if key is None else f"{key[0]}\t{key[1]}")
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8000, show_default=True)
+def api(host: str, port: int) -> None:
+    """Serve the control API and dashboard."""
+    import uvicorn
+
+    from worker.api import create_app
+
+    uvicorn.run(create_app(get_settings()), host=host, port=port, log_level="info")
+
+
+def settings_summary(settings: Settings) -> dict[str, Any]:
+    return {"database": settings.database_url.split("@")[-1], "config": str(settings.config or "sandbox")}
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,108 @@
+"""Validation and normalization of pulled records, shared by every source and the CSV path.
+
+One rule set decides what is usable: a guest order needs a valid email (it is keyed by it); a
+registered customer's order with a bad email keeps the order and drops only the email; an order
+with a negative total or an unknown currency cannot be valued and is not stored. Every decision
+that changes or drops data is returned as a problem, so a run reports it instead of hiding it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from connectors.identifiers import normalize_email, normalize_name, normalize_phone
+from connectors.records import CustomerRecord, OrderRecord
+from worker.currencies import ISO_4217
+
+
+@dataclass
+class Validated:
+    orders: list[dict[str, Any]] = field(default_factory=list)
+    lines: list[dict[str, Any]] = field(default_factory=list)
+    customers: list[dict[str, Any]] = field(default_factory=list)
+    #: (ref, reason): the record was not stored
+    rejected: list[tuple[str, str]] = field(default_factory=list)
+    #: (ref, reason): stored, with a field cleared
+    warnings: list[tuple[str, str]] = field(default_factory=list)
+
+
+def _order_problem(order: OrderRecord, email: str | None) -> str | None:
+    if order.total < 0:
+        return "negative total"
+    if order.currency.upper() not in ISO_4217:
+        return f"unknown currency {order.currency[:8]!r}"
+    if order.customer_id is None and email is None:
+        return "guest order without a valid email" if order.email else "order has neither customer id nor email"
+    return None
+
+
+def validate_orders(orders: Iterable[OrderRecord], into: Validated | None = None) -> Validated:
+    out = into or Validated()
+    seen: set[str] = set()
+    for order in orders:
+        if order.order_id in seen:
+            out.rejected.append((order.order_id, "duplicate order id in the same batch"))
+            continue
+        seen.add(order.order_id)
+        email = normalize_email(order.email)
+        problem = _order_problem(order, email)
+        if problem:
+            out.rejected.append((order.order_id, problem))
+            continue
+        if order.email and email is None:
+            out.warnings.append((order.order_id, "invalid email ignored; order kept for its customer"))
+        out.orders.append(
+            {
+                "order_id": order.order_id,
+                "source": order.source,
+                "customer_id": order.customer_id,
+                "email": email,
+                "created_at": order.created_at,
+                "updated_at": order.updated_at,
+                "total": float(order.total),
+                "currency": order.currency.upper(),
+                "cancelled": order.cancelled,
+                "test": order.test,
+                "has_discount": bool(order.discount_codes),
+                "channel": order.channel,
+                "landing_page": order.landing_page,
+                "referrer": order.referrer,
+                "accepts_marketing": order.accepts_marketing,
+            }
+        )
+        out.lines.extend(
+            {"order_id": order.order_id, "line_no": n, "product_id": li.product_id, "sku": li.sku,
+             "quantity": li.quantity}
+            for n, li in enumerate(order.lines)
+        )
+    return out
+
+
+def validate_customers(
+    customers: Iterable[CustomerRecord], default_region: str = "US", into: Validated | None = None
+) -> Validated:
+    out = into or Validated()
+    for customer in customers:
+        email = normalize_email(customer.email)
+        if customer.email and email is None:
+            out.warnings.append((customer.customer_id, "invalid email ignored"))
+        phone = normalize_phone(customer.phone, default_region)
+        if customer.phone and phone is None:
+            out.warnings.append((customer.customer_id, "invalid phone ignored"))
+        out.customers.append(
+            {
+                "customer_id": customer.customer_id,
+                "source": customer.source,
+                "email": email,
+                "phone": phone,
+                "first_name": normalize_name(customer.first_name) and customer.first_name,
+                "last_name": normalize_name(customer.last_name) and customer.last_name,
+                "country": (customer.country or None) and customer.country.upper()[:2],
+                "email_consent": customer.email_consent.value,
+                "consent_updated_at": customer.consent_updated_at,
+                "updated_at": customer.updated_at,
+            }
+        )
+    return out
