@@ -117,7 +117,7 @@ def parse_config(data: dict[str, Any], path: Path) -> AppConfig:
 
     mappings: dict[str, MappingConfig] = {}
     options: dict[str, MappingOptions] = {}
-    known_segments = set(segments.segment_names())
+    known_segments = set(segments.resolved())
     for index, mapping in enumerate(raw.mappings):
         where = f"mappings[{index}] ({mapping.name})"
         if mapping.name in mappings:

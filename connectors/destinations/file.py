@@ -54,7 +54,11 @@ def read_audience(path: Path) -> set[str]:
         for line in handle:
             if not line.strip():
                 continue
-            record = json.loads(line)
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue  # a torn write from a killed worker; that batch was re-sent
+
             if record["op"] == "add":
                 members.add(record["id"])
             else:
@@ -93,8 +97,15 @@ class FileDestination(Destination):
         path.parent.mkdir(parents=True, exist_ok=True)
         stamp = datetime.now(UTC).isoformat()
         lines = "".join(json.dumps({"ts": stamp, "op": op, "id": i}) + "\n" for i in identities)
-        with path.open("a", encoding="utf-8") as handle:
-            handle.write(lines)
+        payload = lines.encode("utf-8")
+        with path.open("ab+") as handle:
+            if handle.tell() > 0:
+                handle.seek(-1, os.SEEK_END)
+                if handle.read(1) != b"\n":
+                    # a writer killed mid-line left a torn record: fence it off (the reader skips it,
+                    # and its batch was never acknowledged, so it is sent again)
+                    payload = b"\n" + payload
+            handle.write(payload)
             handle.flush()
             os.fsync(handle.fileno())
         return BatchResult(accepted=list(identities))

@@ -7,7 +7,7 @@ connections ``orders`` and ``customers`` are interpreted (``first`` <= 250, ``af
 ``query: "updated_at:>='…' AND updated_at:<='…'"``) and only the selected fields are rendered.
 
 Throttling follows Shopify's calculated query cost: objects cost 1, scalars 0, a connection
-``2 + first × (cost of one node)``; a single query may cost at most 1000; a leaky bucket (2000 points,
+``2 + first * (cost of one node)``; a single query may cost at most 1000; a leaky bucket (2000 points,
 100/s restored by default) must hold the requested cost up front and is refunded the difference to
 the actual cost afterwards. Every answer carries ``extensions.cost``. Cursor paging stops at 25,000
 objects. The bucket's clock is injectable so tests that inject sleep do not wait.
@@ -53,8 +53,12 @@ from connectors.emulators.synthetic import Node, SyntheticStore
 log = logging.getLogger(__name__)
 
 DEFAULT_TOKEN = "shpat_emulator_local_token_0001"  # noqa: S105 - a fixed fake for local runs
-DEFAULT_SCHEMA_PATH = Path(__file__).resolve().parents[3] / "shared" / "specs" / "shopify" / "admin_2026-04.json.gz"
-INVALID_TOKEN_BODY = {"errors": "[API] Invalid API key or access token (unrecognized login or wrong password)"}
+DEFAULT_SCHEMA_PATH = (
+    Path(__file__).resolve().parents[3] / "shared" / "specs" / "shopify" / "admin_2026-04.json.gz"
+)
+INVALID_TOKEN_BODY = {
+    "errors": "[API] Invalid API key or access token (unrecognized login or wrong password)"
+}
 MAX_FIRST = 250
 JSONObj = dict[str, Any]
 
@@ -83,11 +87,11 @@ class QueryError(Exception):
         self.message = message
         self.extensions = {"code": code, **extensions} if code else extensions
 
-    def as_error(self) -> JSONObj:
+    def as_errors(self) -> list[JSONObj]:
         error: JSONObj = {"message": self.message}
         if self.extensions:
             error["extensions"] = self.extensions
-        return error
+        return [error]
 
 
 @dataclass
@@ -251,46 +255,43 @@ class ShopifyEmulator(EmulatorServer):
     # -- the endpoint ------------------------------------------------------------------------------
     def graphql(self, request: Request) -> Response:
         with self.lock:
-            try:
-                parsed, operation, variables = self._prepare(request)
-            except ValueError:
-                return Response(400, {"errors": {"query": "Required parameter missing or invalid"}})
-            except QueryError as exc:
-                self.record(request, 200)
-                return Response(200, {"errors": [exc.as_error()]})
-            try:
-                requested = self.requested_cost(operation.selection_set, parsed, variables)
-            except QueryError as exc:
-                self.record(request, 200)
-                return Response(200, {"errors": [exc.as_error()]})
-            if requested > self.max_query_cost:
-                self.record(request, 200)
-                message = (
-                    f"Query cost is {requested}, which exceeds the single query max cost limit "
-                    f"({self.max_query_cost})."
-                )
-                code = "MAX_COST_EXCEEDED"
-                error = {"message": message, "extensions": {"code": code, "cost": requested, "maxCost": 1000}}
-                return Response(200, {"errors": [error]})
-            self._refill()
-            if self.available < requested:
-                self.record(request, 200)
-                return self._throttled_answer(requested)
-            self.available -= requested
-            try:
-                data = self._render(operation.selection_set, None, parsed, variables, root=True)
-            except QueryError as exc:
-                self.available += requested
-                self.record(request, 200)
-                return Response(200, {"errors": [exc.as_error()], "extensions": self._cost_extension(requested, 0)})
-            actual = self.actual_cost(operation.selection_set, parsed, variables, data)
-            self.available = min(self.bucket_size, self.available + requested - actual)
-            self.record(request, 200, items=self._count_nodes(data))
-            return Response(
-                200,
-                {"data": data, "extensions": self._cost_extension(requested, actual)},
-                headers={"X-Shopify-API-Version": request.params.get("version", "")},
+            response = self._answer(request)
+            self.record(request, response.status, items=_count_nodes(response.body))
+            return response
+
+    def _answer(self, request: Request) -> Response:
+        try:
+            parsed, operation, variables = self._prepare(request)
+            requested = self.requested_cost(operation.selection_set, parsed, variables)
+        except ValueError:
+            return Response(400, {"errors": {"query": "Required parameter missing or invalid"}})
+        except QueryError as exc:
+            return Response(200, {"errors": exc.as_errors()})
+        if requested > self.max_query_cost:
+            message = (
+                f"Query cost is {requested}, which exceeds the single query max cost limit "
+                f"({self.max_query_cost})."
             )
+            extensions = {"code": "MAX_COST_EXCEEDED", "cost": requested, "maxCost": self.max_query_cost}
+            return Response(200, {"errors": [{"message": message, "extensions": extensions}]})
+        self._refill()
+        if self.available < requested:
+            return self._throttled_answer(requested)
+        self.available -= requested
+        try:
+            data = self._render(operation.selection_set, None, parsed, variables, root=True)
+        except QueryError as exc:
+            self.available += requested
+            return Response(
+                200, {"errors": exc.as_errors(), "extensions": self._cost_extension(requested, 0)}
+            )
+        actual = self.actual_cost(operation.selection_set, parsed, variables, data)
+        self.available = min(self.bucket_size, self.available + requested - actual)
+        return Response(
+            200,
+            {"data": data, "extensions": self._cost_extension(requested, actual)},
+            headers={"X-Shopify-API-Version": request.params.get("version", "")},
+        )
 
     def _prepare(self, request: Request) -> tuple[Parsed, OperationDefinitionNode, JSONObj]:
         body = request.json()
@@ -317,7 +318,7 @@ class ShopifyEmulator(EmulatorServer):
             coerced = get_variable_values(self.schema, operation.variable_definitions or (), raw_variables)
             if isinstance(coerced, list):
                 raise _Refused([_error_json(e) for e in coerced])
-            variables = coerced
+            variables = dict(coerced.coerced)
         return parsed, operation, variables
 
     def _parse(self, text: str) -> Parsed:
@@ -336,7 +337,12 @@ class ShopifyEmulator(EmulatorServer):
 
     # -- rendering ---------------------------------------------------------------------------------
     def _render(
-        self, selection: SelectionSetNode, value: Node | None, parsed: Parsed, variables: JSONObj, root: bool = False
+        self,
+        selection: SelectionSetNode,
+        value: Node | None,
+        parsed: Parsed,
+        variables: JSONObj,
+        root: bool = False,
     ) -> JSONObj:
         out: JSONObj = {}
         for node in _fields(selection, parsed):
@@ -364,12 +370,16 @@ class ShopifyEmulator(EmulatorServer):
                 start = decode_cursor(str(args["after"]))[2]
             page = items[start : start + first]
             cursors = [encode_cursor((start + i + 1, 0), start + i + 1) for i in range(len(page))]
-            return self._connection(node.selection_set, page, cursors, start + first < len(items), start > 0, parsed, variables)
+            return self._connection(
+                node.selection_set, page, cursors, start + first < len(items), start > 0, parsed, variables
+            )
         if isinstance(raw, list):
             return [self._render(node.selection_set, item, parsed, variables) for item in raw]
         return self._render(node.selection_set, raw, parsed, variables)
 
-    def _root_field(self, name: str, args: JSONObj, node: FieldNode, parsed: Parsed, variables: JSONObj) -> Any:
+    def _root_field(
+        self, name: str, args: JSONObj, node: FieldNode, parsed: Parsed, variables: JSONObj
+    ) -> Any:
         if name == "__typename":
             return "QueryRoot"
         if name == "shop":
@@ -379,7 +389,9 @@ class ShopifyEmulator(EmulatorServer):
             return None
         assert node.selection_set is not None
         if args.get("last") is not None or args.get("before") is not None or args.get("reverse"):
-            raise QueryError("emulator: only forward paging (first/after, no reverse) is supported", "BAD_REQUEST")
+            raise QueryError(
+                "emulator: only forward paging (first/after, no reverse) is supported", "BAD_REQUEST"
+            )
         first = _page_size(args)
         sort_key = str(args.get("sortKey") or "ID")
         if sort_key not in _SORT_KEYS:
@@ -456,7 +468,7 @@ class ShopifyEmulator(EmulatorServer):
 
     # -- cost --------------------------------------------------------------------------------------
     def requested_cost(self, selection: SelectionSetNode, parsed: Parsed, variables: JSONObj) -> int:
-        """Shopify's documented static cost: objects 1, scalars 0, connections 2 + first × node."""
+        """Shopify's documented static cost: objects 1, scalars 0, connections 2 + first * node."""
         total = 0
         for node in _fields(selection, parsed):
             if node.selection_set is None or node.name.value == "pageInfo":
@@ -464,7 +476,9 @@ class ShopifyEmulator(EmulatorServer):
             args = _arguments(node, variables)
             if "first" in args or "last" in args:
                 node_selection = _connection_node_selection(node.selection_set, parsed)
-                per_node = 1 + (self.requested_cost(node_selection, parsed, variables) if node_selection else 0)
+                per_node = 1 + (
+                    self.requested_cost(node_selection, parsed, variables) if node_selection else 0
+                )
                 total += 2 + _page_size(args) * per_node
             else:
                 total += 1 + self.requested_cost(node.selection_set, parsed, variables)
@@ -493,15 +507,6 @@ class ShopifyEmulator(EmulatorServer):
                 total += 1 + self.actual_cost(node.selection_set, parsed, variables, value)
         return total
 
-    @staticmethod
-    def _count_nodes(data: JSONObj) -> int | None:
-        for value in data.values():
-            if isinstance(value, dict) and isinstance(value.get("nodes"), list):
-                return len(value["nodes"])
-            if isinstance(value, dict) and isinstance(value.get("edges"), list):
-                return len(value["edges"])
-        return None
-
 
 class _Refused(QueryError):
     """Validation errors: answered as a list, exactly as graphql-core reported them."""
@@ -510,11 +515,21 @@ class _Refused(QueryError):
         super().__init__(errors[0]["message"] if errors else "invalid query")
         self.errors = errors
 
-    def as_error(self) -> JSONObj:
-        return self.errors[0]
+    def as_errors(self) -> list[JSONObj]:
+        return self.errors
 
 
 # -- AST helpers ----------------------------------------------------------------------------------
+def _count_nodes(body: Any) -> int | None:
+    """How many root-connection nodes an answer held (the request log's batch size)."""
+    data = body.get("data") if isinstance(body, dict) else None
+    for value in (data or {}).values():
+        for key in ("nodes", "edges"):
+            if isinstance(value, dict) and isinstance(value.get(key), list):
+                return len(value[key])
+    return None
+
+
 def _error_json(error: GraphQLError) -> JSONObj:
     out: JSONObj = {"message": error.message}
     if error.locations:

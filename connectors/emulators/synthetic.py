@@ -30,18 +30,138 @@ SHOP_HOST = "https://demo-shop.example.com"
 CENT = Decimal("0.01")
 
 FIRST_NAMES = (
-    "Olivia Liam Emma Noah Ava Oliver Sophia Elijah Isabella James Mia William Amelia Benjamin Harper "
-    "Lucas Evelyn Henry Abigail Theodore Emily Jack Ella Levi Elizabeth Alexander Camila Jackson Luna "
-    "Mateo Sofia Daniel Avery Michael Mila Mason Aria Sebastian Scarlett Ethan Penelope Logan Layla "
-    "Owen Chloe Samuel Victoria Jacob Madison Asher Eleanor Aiden Grace John Nora Joseph Riley Wyatt "
-    "Zoey David Hannah Leo Hazel Luke Lily Julian Ellie Hudson Violet Grayson Lillian Matthew Zoe Ezra"
-).split()
+    "Olivia",
+    "Liam",
+    "Emma",
+    "Noah",
+    "Ava",
+    "Oliver",
+    "Sophia",
+    "Elijah",
+    "Isabella",
+    "James",
+    "Mia",
+    "William",
+    "Amelia",
+    "Benjamin",
+    "Harper",
+    "Lucas",
+    "Evelyn",
+    "Henry",
+    "Abigail",
+    "Theodore",
+    "Emily",
+    "Jack",
+    "Ella",
+    "Levi",
+    "Elizabeth",
+    "Alexander",
+    "Camila",
+    "Jackson",
+    "Luna",
+    "Mateo",
+    "Sofia",
+    "Daniel",
+    "Avery",
+    "Michael",
+    "Mila",
+    "Mason",
+    "Aria",
+    "Sebastian",
+    "Scarlett",
+    "Ethan",
+    "Penelope",
+    "Logan",
+    "Layla",
+    "Owen",
+    "Chloe",
+    "Samuel",
+    "Victoria",
+    "Jacob",
+    "Madison",
+    "Asher",
+    "Eleanor",
+    "Aiden",
+    "Grace",
+    "John",
+    "Nora",
+    "Joseph",
+    "Riley",
+    "Wyatt",
+    "Zoey",
+    "David",
+    "Hannah",
+    "Leo",
+    "Hazel",
+    "Luke",
+    "Lily",
+    "Julian",
+    "Ellie",
+    "Hudson",
+    "Violet",
+    "Grayson",
+    "Lillian",
+    "Matthew",
+    "Zoe",
+    "Ezra",
+)
 LAST_NAMES = (
-    "Smith Johnson Williams Brown Jones Garcia Miller Davis Rodriguez Martinez Hernandez Lopez Gonzalez "
-    "Wilson Anderson Thomas Taylor Moore Jackson Martin Lee Perez Thompson White Harris Sanchez Clark "
-    "Ramirez Lewis Robinson Walker Young Allen King Wright Scott Torres Nguyen Hill Flores Green Adams "
-    "Nelson Baker Hall Rivera Campbell Mitchell Carter Roberts Muller Schmidt Dubois Rossi Tanaka"
-).split()
+    "Smith",
+    "Johnson",
+    "Williams",
+    "Brown",
+    "Jones",
+    "Garcia",
+    "Miller",
+    "Davis",
+    "Rodriguez",
+    "Martinez",
+    "Hernandez",
+    "Lopez",
+    "Gonzalez",
+    "Wilson",
+    "Anderson",
+    "Thomas",
+    "Taylor",
+    "Moore",
+    "Jackson",
+    "Martin",
+    "Lee",
+    "Perez",
+    "Thompson",
+    "White",
+    "Harris",
+    "Sanchez",
+    "Clark",
+    "Ramirez",
+    "Lewis",
+    "Robinson",
+    "Walker",
+    "Young",
+    "Allen",
+    "King",
+    "Wright",
+    "Scott",
+    "Torres",
+    "Nguyen",
+    "Hill",
+    "Flores",
+    "Green",
+    "Adams",
+    "Nelson",
+    "Baker",
+    "Hall",
+    "Rivera",
+    "Campbell",
+    "Mitchell",
+    "Carter",
+    "Roberts",
+    "Muller",
+    "Schmidt",
+    "Dubois",
+    "Rossi",
+    "Tanaka",
+)
 EMAIL_DOMAINS = ("example.com", "example.org", "example.net", "mail.example.com", "shop.example.org")
 #: (country, weight, phone prefix)
 COUNTRIES = (
@@ -81,9 +201,24 @@ CONSENT_CUM = list(itertools.accumulate(w for _, w in CONSENT_MIX))
 CHANNEL_CUM = list(itertools.accumulate(c[4] for c in CHANNELS))
 KIND_CUM = list(itertools.accumulate((15, 55, 25, 4, 1)))
 PRODUCT_WORDS = (
-    "Classic Tee|Hoodie|Crew Socks|Canvas Tote|Water Bottle|Running Cap|Rain Jacket|Wool Beanie|"
-    "Travel Mug|Yoga Mat|Leather Wallet|Sunglasses|Backpack|Trail Shorts|Linen Shirt|Scarf|Gift Card"
-).split("|")
+    "Classic Tee",
+    "Hoodie",
+    "Crew Socks",
+    "Canvas Tote",
+    "Water Bottle",
+    "Running Cap",
+    "Rain Jacket",
+    "Wool Beanie",
+    "Travel Mug",
+    "Yoga Mat",
+    "Leather Wallet",
+    "Sunglasses",
+    "Backpack",
+    "Trail Shorts",
+    "Linen Shirt",
+    "Scarf",
+    "Gift Card",
+)
 
 
 def iso(ts: datetime) -> str:
@@ -150,7 +285,9 @@ class SyntheticStore:
 
     def customer_emails(self) -> set[str]:
         return {
-            c["defaultEmailAddress"]["emailAddress"].lower() for c in self.customers if c["defaultEmailAddress"]
+            c["defaultEmailAddress"]["emailAddress"].lower()
+            for c in self.customers
+            if c["defaultEmailAddress"]
         }
 
     def all_order_emails(self) -> set[str]:
@@ -209,7 +346,9 @@ class SyntheticStore:
             if email is None or customer["id"] in changes.new_customers:
                 continue
             when = self._random_time(max(start, customer["_updated"]), self.now)
-            email["marketingState"] = "UNSUBSCRIBED" if email["marketingState"] == "SUBSCRIBED" else "SUBSCRIBED"
+            email["marketingState"] = (
+                "UNSUBSCRIBED" if email["marketingState"] == "SUBSCRIBED" else "SUBSCRIBED"
+            )
             email["marketingUpdatedAt"] = iso(when)
             self._touch(customer, when)
             changes.updated_customers.append(customer["id"])
@@ -295,8 +434,8 @@ class SyntheticStore:
                 email = f"guest{next(self._guest_seq)}@{rng.choice(EMAIL_DOMAINS)}"
             plan.append((self._random_time(self.start, self.now), None, email))
         plan.sort(key=lambda item: item[0])  # order numbers increase with time, as in a real shop
-        for created, customer, guest_email in plan:
-            self._new_order(customer, created, guest_email)
+        for created, buyer, guest_email in plan:
+            self._new_order(buyer, created, guest_email)
         self._mark_test_orders()
 
     def _new_order(self, customer: Node | None, created: datetime, guest_email: str | None) -> Node:
@@ -318,7 +457,9 @@ class SyntheticStore:
         email: str | None = guest_email
         phone: str | None = None
         if customer is not None:
-            email = customer["defaultEmailAddress"]["emailAddress"] if customer["defaultEmailAddress"] else None
+            email = (
+                customer["defaultEmailAddress"]["emailAddress"] if customer["defaultEmailAddress"] else None
+            )
             phone = customer["defaultPhoneNumber"]["phoneNumber"] if customer["defaultPhoneNumber"] else None
         updated = min(self.now, created + timedelta(minutes=rng.randint(1, 60 * 72)))
         gid = f"gid://shopify/Order/{ORDER_BASE + n}"
@@ -360,8 +501,12 @@ class SyntheticStore:
 
     def _refund(self, order: Node, when: datetime, *, full: bool) -> None:
         current = Decimal(order["currentTotalPriceSet"]["shopMoney"]["amount"])
-        remaining = Decimal(0) if full else (current * Decimal(self.rng.choice((0.3, 0.5, 0.7)))).quantize(CENT)
-        order["currentTotalPriceSet"] = money(remaining, order["currentTotalPriceSet"]["shopMoney"]["currencyCode"])
+        remaining = (
+            Decimal(0) if full else (current * Decimal(self.rng.choice((0.3, 0.5, 0.7)))).quantize(CENT)
+        )
+        order["currentTotalPriceSet"] = money(
+            remaining, order["currentTotalPriceSet"]["shopMoney"]["currencyCode"]
+        )
         self._touch(order, when)
 
     def _journey(self, created: datetime) -> Node | None:
@@ -400,7 +545,9 @@ class SyntheticStore:
         bad["invalid_email"]["email"] = "not-an-email"
         bad["negative_total"]["currentTotalPriceSet"] = money(Decimal("-15.00"))
         bad["unknown_currency"]["currentTotalPriceSet"] = money(Decimal("42.00"), "XXX")
-        bad["non_numeric_amount"]["currentTotalPriceSet"] = {"shopMoney": {"amount": "N/A", "currencyCode": "USD"}}
+        bad["non_numeric_amount"]["currentTotalPriceSet"] = {
+            "shopMoney": {"amount": "N/A", "currencyCode": "USD"}
+        }
         for label, order in bad.items():
             order["_original_total"] = None
             self.malformed_ids[label] = order["id"]

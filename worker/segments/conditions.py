@@ -133,6 +133,11 @@ Condition: TypeAlias = (
     | WinbackDue
 )
 
+_EVENTS: dict[str, Literal["last_order", "first_order", "engaged"]] = {
+    "last_order_days": "last_order",
+    "first_order_days": "first_order",
+    "engaged_days": "engaged",
+}
 KINDS = (
     "all",
     "any",
@@ -183,9 +188,7 @@ def _strings(value: object, where: str, allowed: str) -> tuple[str, ...]:
     return tuple(value)
 
 
-def _range(
-    value: object, where: str, *, integer: bool, lo: float = 0.0, hi: float = math.inf
-) -> Range:
+def _range(value: object, where: str, *, integer: bool, lo: float = 0.0, hi: float = math.inf) -> Range:
     kind = "integers" if integer else "numbers"
     allowed = f"a table {{min, max}} of {kind} >= {lo:g}" + (f" and <= {hi:g}" if hi < math.inf else "")
     table = _table(value, where, ("min", "max"))
@@ -231,8 +234,7 @@ def parse_condition(raw: object, where: str) -> Condition:
             raise _fail(at, "expected a segment name", "the name of another segment")
         return SegmentRef(value)
     if kind in ("last_order_days", "first_order_days", "engaged_days"):
-        event = {"last_order_days": "last_order", "first_order_days": "first_order", "engaged_days": "engaged"}
-        return DaysSince(event[kind], _range(value, at, integer=True))  # type: ignore[arg-type]
+        return DaysSince(_EVENTS[kind], _range(value, at, integer=True))
     if kind == "order_count":
         return Measure("order_count", _range(value, at, integer=True))
     if kind == "revenue":

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from datetime import UTC, date, datetime
+from fractions import Fraction
 
 import numpy as np
 import numpy.typing as npt
@@ -37,6 +38,11 @@ from worker.segments.table import NS_PER_DAY, CustomerTable
 Mask = npt.NDArray[np.bool_]
 Floats = npt.NDArray[np.float64]
 _EPOCH = date(1970, 1, 1)
+_EVENT_COLUMNS = {
+    "last_order": "last_order_at",
+    "first_order": "first_order_at",
+    "engaged": "last_engaged_at",
+}
 
 
 def utc_day(now: datetime) -> int:
@@ -66,7 +72,8 @@ def quintile_scores(values: npt.NDArray[np.generic]) -> npt.NDArray[np.int64]:
     if n == 0:
         return np.empty(0, np.int64)
     rank0 = pd.Series(values).rank(method="first").to_numpy(np.int64) - 1
-    return (rank0 * 5) // n + 1
+    scores: npt.NDArray[np.int64] = ((rank0 * 5) // n + 1).astype(np.int64)
+    return scores
 
 
 def rfm_scores(table: CustomerTable) -> pd.DataFrame:
@@ -96,8 +103,8 @@ class _Evaluator:
 
     def age(self, event: str) -> Floats:
         if event not in self._age:
-            column = {"last_order": "last_order_at", "first_order": "first_order_at", "engaged": "last_engaged_at"}
-            self._age[event] = self.today - _days(self.frame[column[event]])
+            column = _EVENT_COLUMNS[event]
+            self._age[event] = self.today - _days(self.frame[column])
         return self._age[event]
 
     def window(self, within_days: int) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
@@ -121,7 +128,7 @@ class _Evaluator:
             self.masks[name] = self.eval(self.definitions[name].rule)
         return self.masks[name]
 
-    def eval(self, cond: Condition) -> Mask:  # noqa: PLR0911, PLR0912
+    def eval(self, cond: Condition) -> Mask:
         match cond:
             case AllOf(items=items):
                 mask = np.ones(self.n, dtype=bool)
@@ -163,7 +170,8 @@ class _Evaluator:
 
     def _bought(self, cond: Bought) -> Mask:
         bought = self.table.purchases
-        hit = bought["product_id"].isin(cond.product_ids).to_numpy() | bought["sku"].isin(cond.skus).to_numpy()
+        hit = bought["product_id"].isin(cond.product_ids).to_numpy()
+        hit |= bought["sku"].isin(cond.skus).to_numpy()
         if cond.within_days:
             age = self.today - _days(bought["last_bought_at"])
             hit &= age < cond.within_days
@@ -213,8 +221,8 @@ def pareto_mask(revenue: npt.NDArray[np.int64], share: float) -> Mask:
     ordered = positive[np.argsort(-revenue[positive], kind="stable")]
     cumulative = np.cumsum(revenue[ordered])
     total = int(cumulative[-1])
-    # integer arithmetic on micros: first prefix with cumulative >= share * total
-    target = math.ceil(share * total - 1e-9 * total)
+    # exact: first prefix with cumulative >= share * total (share as its decimal text, 0.8 = 4/5)
+    target = math.ceil(Fraction(repr(share)) * total)
     take = int(np.searchsorted(cumulative, max(target, 1), side="left")) + 1
     mask[ordered[: min(take, len(ordered))]] = True
     return mask
@@ -227,7 +235,9 @@ def compute_segments(
     definitions = (config or SegmentsConfig()).resolved()
     evaluator = _Evaluator(table, now, definitions)
     index = table.frame.index
-    return {name: index[evaluator.segment(name)] for name in check_graph(definitions)}
+    for name in check_graph(definitions):  # dependency order: references are computed first
+        evaluator.segment(name)
+    return {name: index[evaluator.masks[name]] for name in definitions}
 
 
 def segment_revenue_share(

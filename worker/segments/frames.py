@@ -83,7 +83,8 @@ def _coerce(frame: pd.DataFrame, name: str, column: str, kind: str) -> pd.Series
             if series.isna().all():
                 return pd.Series(pd.NaT, index=series.index, dtype="datetime64[ns, UTC]")
             raise FrameSchemaError(f"{where} must be timezone-aware UTC datetimes, got {series.dtype}")
-        return series.dt.tz_convert("UTC")
+        converted: pd.Series = series.dt.tz_convert("UTC")
+        return converted
     if kind == "str":
         if series.dtype == object or isinstance(series.dtype, pd.StringDtype) or series.isna().all():
             return series.astype("str").where(series.notna())
@@ -102,7 +103,7 @@ def _coerce(frame: pd.DataFrame, name: str, column: str, kind: str) -> pd.Series
             raise FrameSchemaError(f"{where} must be numeric, got {series.dtype}")
         if series.isna().any():
             raise FrameSchemaError(f"{where} has missing values")
-        return series.astype(kind)
+        return series.astype("float64") if kind == "float64" else series.astype("int64")
     raise AssertionError(kind)  # pragma: no cover
 
 

@@ -72,7 +72,8 @@ class CustomerTable:
 def _ns(series: pd.Series) -> IntArray:
     """UTC timestamps as int64 nanoseconds (NaT becomes the int64 minimum)."""
     naive = series.dt.tz_convert("UTC").dt.tz_localize(None)
-    return naive.to_numpy(dtype="datetime64[ns]").view(np.int64)
+    ns: IntArray = naive.to_numpy(dtype="datetime64[ns]").view(np.int64)
+    return ns
 
 
 def _to_ts(ns: IntArray, valid: npt.NDArray[np.bool_]) -> pd.Series:
@@ -170,6 +171,8 @@ def build_customer_table(
     out["phone"] = phone.to_numpy()
     for column in ("first_name", "last_name", "country"):
         out[column] = frame[column].to_numpy()
+    for column in ("email", "phone", "first_name", "last_name", "country"):
+        out[column] = out[column].astype("str").where(out[column].notna())
 
     consent = frame["email_consent"].to_numpy(dtype=object)
     consent = np.where(in_customers, consent, Consent.UNKNOWN.value)
@@ -221,9 +224,7 @@ def _group_sum(codes: IntArray, values: IntArray, n: int) -> IntArray:
     return pd.Series(values).groupby(codes).sum().reindex(range(n), fill_value=0).to_numpy(np.int64)
 
 
-def _purchases(
-    counted: pd.DataFrame, codes: IntArray, lines: pd.DataFrame, keys: pd.Index
-) -> pd.DataFrame:
+def _purchases(counted: pd.DataFrame, codes: IntArray, lines: pd.DataFrame, keys: pd.Index) -> pd.DataFrame:
     pos = pd.Index(counted["order_id"]).get_indexer(lines["order_id"])
     keep = (pos >= 0) & (lines["quantity"].to_numpy() > 0)
     keep &= (lines["product_id"].notna() | lines["sku"].notna()).to_numpy()

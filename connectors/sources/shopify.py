@@ -1,0 +1,465 @@
+"""Shopify Admin GraphQL source: customers and orders changed since a watermark.
+
+Each stream is one connection query sorted by ``UPDATED_AT`` with ``query: "updated_at:>='…'"``,
+paged by cursor. Pages therefore arrive in ascending update time and the worker can advance its
+watermark after every page.
+
+First run and large shops: there is no bulk-operation backfill yet; the first run pages through
+everything with the same query. Shopify refuses cursors beyond 25,000 objects, so a long pull is
+cut into ``updated_at`` windows: after ``window_objects`` objects (or when Shopify refuses a deep
+cursor) the query restarts at ``updated_at:>=`` the newest update time seen, skipping the records
+at exactly that time that were already yielded.
+
+Cost: Shopify charges the *requested* cost up front (objects 1, connections 2 + first x node) and a
+single query may cost at most 1000, so the page size is capped per stream from the query's node cost;
+after each answer the client sleeps until the bucket can hold the next query (``extensions.cost``).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from decimal import Decimal, InvalidOperation
+from typing import Any, ClassVar, Literal
+
+import httpx
+from pydantic import Field, field_validator
+
+from connectors.errors import ConfigError, PermanentError, RateLimitedError, RetryableError
+from connectors.http import JSON, HttpConnector, default_classify
+from connectors.records import Consent, CustomerRecord, LineItem, OrderRecord, Page, Problem
+from connectors.redact import redact
+from connectors.registry import register_source
+from connectors.retry import RetryPolicy
+from connectors.runtime import Runtime
+from connectors.sources.base import Source, SourceConfig
+
+log = logging.getLogger(__name__)
+
+MAX_QUERY_COST = 1000
+#: Shopify stops cursor paging after this many objects; a window restarts the query before it
+PAGING_LIMIT = 25_000
+LINE_ITEMS_PER_ORDER = 50
+
+CUSTOMERS_QUERY = """
+query Customers($first: Int!, $after: String, $query: String) {
+  customers(first: $first, after: $after, sortKey: UPDATED_AT, query: $query) {
+    pageInfo { hasNextPage endCursor }
+    nodes {
+      id
+      updatedAt
+      firstName
+      lastName
+      defaultEmailAddress { emailAddress marketingState marketingUpdatedAt }
+      defaultPhoneNumber { phoneNumber }
+      defaultAddress { countryCodeV2 }
+    }
+  }
+}
+"""
+
+ORDERS_QUERY = """
+query Orders($first: Int!, $after: String, $query: String) {
+  orders(first: $first, after: $after, sortKey: UPDATED_AT, query: $query) {
+    pageInfo { hasNextPage endCursor }
+    nodes {
+      id
+      email
+      phone
+      createdAt
+      updatedAt
+      cancelledAt
+      test
+      currentTotalPriceSet { shopMoney { amount currencyCode } }
+      discountCodes
+      customer { id }
+      lineItems(first: LINE_ITEMS) { nodes { sku quantity product { id } } }
+      customerJourneySummary {
+        firstVisit { source landingPage referrerUrl utmParameters { source medium } }
+      }
+    }
+  }
+}
+""".replace("LINE_ITEMS", str(LINE_ITEMS_PER_ORDER))
+
+#: requested cost of one node of each query under Shopify's rules (objects 1, scalars 0,
+#: connections 2 + first x node); a contract test checks these against the emulator's count
+NODE_COST = {
+    "customers": 1 + 3,  # Customer + defaultEmailAddress, defaultPhoneNumber, defaultAddress
+    # Order + MoneyBag/MoneyV2 + customer + journey/firstVisit/utm + lineItems(2 + n x (item + product))
+    "orders": 1 + 2 + 1 + 3 + 2 + LINE_ITEMS_PER_ORDER * 2,
+}
+QUERIES = {"customers": CUSTOMERS_QUERY, "orders": ORDERS_QUERY}
+
+
+class ShopifyConfig(SourceConfig):
+    """``[source]`` for Shopify; the access token comes from the secret store, never from here."""
+
+    type: Literal["shopify"] = "shopify"
+    #: ``https://{shop}.myshopify.com`` (or an emulator's URL)
+    shop_url: str
+    api_version: str = Field(default="2026-04", pattern=r"^\d{4}-(01|04|07|10)$")
+    page_size: int = Field(default=100, ge=1, le=250)
+    #: objects read per ``updated_at`` window before the query restarts (Shopify refuses > 25,000)
+    window_objects: int = Field(default=PAGING_LIMIT - 250, ge=1, le=PAGING_LIMIT)
+
+    @field_validator("shop_url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        value = value.strip().rstrip("/")
+        if value == "sandbox":  # the worker's sandbox swaps in its emulator's URL
+            return value
+        if "://" not in value and "." in value:
+            value = f"https://{value}"
+        if not re.match(r"^https?://[^/\s]+$", value):
+            raise ValueError("shop_url must be a base URL such as https://my-shop.myshopify.com")
+        return value
+
+
+class DeepPagingRefused(PermanentError):
+    """Shopify refused a cursor past its paging limit; the source restarts with a newer window."""
+
+
+class ShopifyClient(HttpConnector):
+    """Admin GraphQL transport: auth header, GraphQL error mapping, cost-based pacing."""
+
+    name = "shopify"
+
+    def __init__(
+        self,
+        shop_url: str,
+        token: str,
+        api_version: str,
+        *,
+        retry: RetryPolicy,
+        sleep: Callable[[float], None],
+        client: httpx.Client | None = None,
+    ) -> None:
+        super().__init__(shop_url, headers={"X-Shopify-Access-Token": token}, retry=retry, client=client)
+        self.path = f"/admin/api/{api_version}/graphql.json"
+        self.sleep = sleep
+        self.paced_seconds = 0.0
+
+    def classify(self, response: httpx.Response) -> None:
+        """Map HTTP status and Shopify's GraphQL ``errors`` (sent with HTTP 200) to the taxonomy."""
+        default_classify(response)
+        body = self.json_body(response)
+        errors = body.get("errors")
+        if not errors:
+            if not isinstance(body.get("data"), dict):
+                raise RetryableError(f"shopify: answer without data (HTTP {response.status_code})")
+            return
+        if not isinstance(errors, list):  # e.g. {"errors": "[API] Invalid API key ..."} with a 200
+            raise ConfigError(f"shopify: request refused: {redact(str(errors))[:200]}")
+        codes = {str((e.get("extensions") or {}).get("code")) for e in errors if isinstance(e, dict)}
+        messages = "; ".join(str(e.get("message")) for e in errors if isinstance(e, dict))
+        detail = redact(messages)[:300]
+        if "THROTTLED" in codes:
+            raise RateLimitedError("shopify: throttled", wait_seconds=throttle_wait(body), code="THROTTLED")
+        if "ACCESS_DENIED" in codes:
+            raise ConfigError(
+                f"shopify: access denied (check the app's scopes): {detail}", code="ACCESS_DENIED"
+            )
+        if "INTERNAL_SERVER_ERROR" in codes:
+            raise RetryableError(f"shopify: internal error: {detail}", code="INTERNAL_SERVER_ERROR")
+        if any("PAGINATION" in c for c in codes) or re.search(r"(?i)paginat\w* .*limit|25,000", messages):
+            raise DeepPagingRefused(f"shopify: deep paging refused: {detail}", code="PAGINATION")
+        code = next(iter(sorted(codes - {"None"})), None)
+        raise PermanentError(f"shopify: query refused: {detail}", code=code)
+
+    def query(self, document: str, variables: dict[str, Any]) -> JSON:
+        """Run one query (with retries), then pace: wait until the bucket holds this cost again."""
+        body = self.send_json("POST", self.path, json={"query": document, "variables": variables})
+        self.pace(body)
+        return body
+
+    def pace(self, body: JSON) -> None:
+        cost = (body.get("extensions") or {}).get("cost") or {}
+        status = cost.get("throttleStatus") or {}
+        try:
+            requested = float(cost["requestedQueryCost"])
+            available = float(status["currentlyAvailable"])
+            rate = float(status["restoreRate"])
+        except (KeyError, TypeError, ValueError):
+            return
+        if available < requested and rate > 0:
+            wait = (requested - available) / rate
+            self.paced_seconds += wait
+            self.sleep(wait)
+
+
+def throttle_wait(body: JSON) -> float | None:
+    """Seconds until the bucket can hold the requested cost: (requested - available) / restoreRate."""
+    cost = (body.get("extensions") or {}).get("cost") or {}
+    status = cost.get("throttleStatus") or {}
+    try:
+        wait = (float(cost["requestedQueryCost"]) - float(status["currentlyAvailable"])) / float(
+            status["restoreRate"]
+        )
+    except (KeyError, TypeError, ValueError, ZeroDivisionError):
+        return None
+    return max(0.0, wait)
+
+
+def shopify_time(ts: datetime) -> str:
+    """A search-syntax timestamp; whole seconds, rounded down so ``>=`` never skips a record."""
+    if ts.tzinfo is None:
+        ts = ts.replace(tzinfo=UTC)
+    return ts.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@register_source("shopify")
+class ShopifySource(Source):
+    """Customers and orders from the Shopify Admin GraphQL API (see the module docstring)."""
+
+    kind: ClassVar[str] = "shopify"
+    Config: ClassVar[type[SourceConfig]] = ShopifyConfig
+
+    def __init__(
+        self,
+        config: SourceConfig,
+        runtime: Runtime,
+        secret: str | None = None,
+        *,
+        client: httpx.Client | None = None,
+    ) -> None:
+        super().__init__(config, runtime, secret)
+        if not isinstance(config, ShopifyConfig):
+            raise ConfigError("shopify source needs a [source] table with type = 'shopify'")
+        if not secret:
+            raise ConfigError("shopify source needs an Admin API access token")
+        self.settings = config
+        self.client = ShopifyClient(
+            config.shop_url,
+            secret,
+            config.api_version,
+            retry=runtime.retry_policy(),
+            sleep=runtime.sleep,
+            client=client,
+        )
+        self.problems = 0
+
+    def page_size(self, stream: str) -> int:
+        """The configured size, capped so one query stays within Shopify's 1000-point maximum."""
+        return max(1, min(self.settings.page_size, (MAX_QUERY_COST - 2) // NODE_COST[stream]))
+
+    def pull(self, stream: str, since: datetime | None) -> Iterator[Page]:
+        if stream not in QUERIES:
+            raise PermanentError(f"shopify: unknown stream {stream!r}")
+        first = self.page_size(stream)
+        window_since = since
+        cursor: str | None = None
+        in_window = 0
+        page_no = 0
+        # records at the newest update time seen, to skip when a new window starts at that time
+        edge_time: datetime | None = None
+        edge_ids: set[str] = set()
+        skip_time: datetime | None = None
+        skip_ids: set[str] = set()
+        while True:
+            variables: dict[str, Any] = {"first": first, "after": cursor}
+            if window_since is not None:
+                variables["query"] = f"updated_at:>='{shopify_time(window_since)}'"
+            try:
+                body = self.client.query(QUERIES[stream], variables)
+            except DeepPagingRefused:
+                if cursor is None:
+                    raise
+                body = None
+            if body is not None:
+                page_no += 1
+                connection = body["data"].get(stream) or {}
+                nodes = connection.get("nodes") or []
+                page = self.parse_page(stream, nodes, page_no)
+                if skip_time is not None:
+                    page = _drop_seen(page, skip_time, skip_ids)
+                for record_id, updated in _updates(page):
+                    if edge_time is None or updated > edge_time:
+                        edge_time, edge_ids = updated, {record_id}
+                    elif updated == edge_time:
+                        edge_ids.add(record_id)
+                yield page
+                info = connection.get("pageInfo") or {}
+                if not info.get("hasNextPage"):
+                    return
+                in_window += len(nodes)
+                cursor = info.get("endCursor")
+                if in_window + first <= self.settings.window_objects and cursor:
+                    continue
+            # start a new window at the newest update time seen
+            if edge_time is None or (window_since is not None and edge_time <= window_since):
+                raise PermanentError(
+                    f"shopify: more than {in_window} {stream} share one update time; cannot page past them"
+                )
+            log.info("shopify %s: starting a new updated_at window after %d objects", stream, in_window)
+            window_since, cursor, in_window = edge_time, None, 0
+            skip_time, skip_ids = edge_time, set(edge_ids)
+
+    def parse_page(self, stream: str, nodes: list[Any], page_no: int) -> Page:
+        """Map nodes to records; a node that cannot be read becomes a Problem, never an exception."""
+        page = Page()
+        parse = _parse_customer if stream == "customers" else _parse_order
+        for k, node in enumerate(nodes, start=1):
+            gid = node.get("id") if isinstance(node, dict) else None
+            ref = gid if isinstance(gid, str) and gid else f"{stream} page {page_no} item {k}"
+            try:
+                record = parse(node)
+            except _Unreadable as exc:
+                page.problems.append(Problem(ref=ref, reason=exc.reason))
+                continue
+            if isinstance(record, OrderRecord):
+                page.orders.append(record)
+            else:
+                page.customers.append(record)
+            if page.max_updated_at is None or record.updated_at > page.max_updated_at:
+                page.max_updated_at = record.updated_at
+        self.problems += len(page.problems)
+        return page
+
+    def stats(self) -> dict[str, object]:
+        retry = self.client.stats
+        return {
+            "requests": self.client.requests,
+            "retries": retry.retries,
+            "throttled": retry.throttled,
+            "waited_seconds": round(retry.waited_seconds + self.client.paced_seconds, 3),
+            "paced_seconds": round(self.client.paced_seconds, 3),
+            "problems": self.problems,
+        }
+
+    def close(self) -> None:
+        self.client.close()
+
+
+# -- node parsing ------------------------------------------------------------------------------------
+class _Unreadable(Exception):
+    """An unusable node, with a reason that names fields, never values (no PII)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def _obj(node: Any, key: str) -> dict[str, Any]:
+    value = node.get(key) if isinstance(node, dict) else None
+    return value if isinstance(value, dict) else {}
+
+
+def _text(node: dict[str, Any], key: str) -> str | None:
+    value = node.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise _Unreadable(f"{key} is not a string")
+    return value or None
+
+
+def _time(node: dict[str, Any], key: str, *, required: bool) -> datetime | None:
+    value = node.get(key)
+    if value is None:
+        if required:
+            raise _Unreadable(f"missing {key}")
+        return None
+    if not isinstance(value, str):
+        raise _Unreadable(f"bad {key}")
+    try:
+        ts = datetime.fromisoformat(value)
+    except ValueError:
+        raise _Unreadable(f"bad {key}") from None
+    return ts if ts.tzinfo else ts.replace(tzinfo=UTC)
+
+
+def _required_time(node: dict[str, Any], key: str) -> datetime:
+    ts = _time(node, key, required=True)
+    assert ts is not None
+    return ts
+
+
+def _gid(node: dict[str, Any]) -> str:
+    gid = node.get("id")
+    if not isinstance(gid, str) or not gid:
+        raise _Unreadable("missing id")
+    return gid
+
+
+def _parse_customer(node: Any) -> CustomerRecord:
+    if not isinstance(node, dict):
+        raise _Unreadable("node is not an object")
+    email = _obj(node, "defaultEmailAddress")
+    state = email.get("marketingState")
+    consent = Consent(state) if isinstance(state, str) and state in Consent.__members__ else Consent.UNKNOWN
+    return CustomerRecord(
+        customer_id=_gid(node),
+        source="shopify",
+        email=_text(email, "emailAddress"),
+        updated_at=_required_time(node, "updatedAt"),
+        email_consent=consent,
+        consent_updated_at=_time(email, "marketingUpdatedAt", required=False),
+        phone=_text(_obj(node, "defaultPhoneNumber"), "phoneNumber"),
+        first_name=_text(node, "firstName"),
+        last_name=_text(node, "lastName"),
+        country=_text(_obj(node, "defaultAddress"), "countryCodeV2"),
+    )
+
+
+def _parse_order(node: Any) -> OrderRecord:
+    if not isinstance(node, dict):
+        raise _Unreadable("node is not an object")
+    money = _obj(_obj(node, "currentTotalPriceSet"), "shopMoney")
+    try:
+        total = Decimal(str(money["amount"]))
+    except (KeyError, InvalidOperation):
+        raise _Unreadable("non-numeric or missing currentTotalPriceSet amount") from None
+    if not total.is_finite():
+        raise _Unreadable("non-numeric currentTotalPriceSet amount")
+    currency = _text(money, "currencyCode")
+    if currency is None:
+        raise _Unreadable("missing currency code")
+    lines = []
+    for item in _obj(node, "lineItems").get("nodes") or []:
+        quantity = item.get("quantity") if isinstance(item, dict) else None
+        if not isinstance(quantity, int):
+            raise _Unreadable("line item without an integer quantity")
+        product_id = _text(_obj(item, "product"), "id")
+        lines.append(LineItem(product_id=product_id, sku=_text(item, "sku"), quantity=quantity))
+    codes = node.get("discountCodes") or []
+    if not isinstance(codes, list) or not all(isinstance(c, str) for c in codes):
+        raise _Unreadable("discountCodes is not a list of strings")
+    visit = _obj(_obj(node, "customerJourneySummary"), "firstVisit")
+    utm = _obj(visit, "utmParameters")
+    parts = [p for p in (_text(utm, "source"), _text(utm, "medium")) if p]
+    channel = " / ".join(parts) if parts else _text(visit, "source")
+    return OrderRecord(
+        order_id=_gid(node),
+        source="shopify",
+        customer_id=_text(_obj(node, "customer"), "id"),
+        email=_text(node, "email"),
+        created_at=_required_time(node, "createdAt"),
+        updated_at=_required_time(node, "updatedAt"),
+        total=total,
+        currency=currency,
+        cancelled=_time(node, "cancelledAt", required=False) is not None,
+        test=bool(node.get("test")),
+        phone=_text(node, "phone"),
+        discount_codes=tuple(codes),
+        lines=tuple(lines),
+        channel=channel,
+        landing_page=_text(visit, "landingPage"),
+        referrer=_text(visit, "referrerUrl"),
+    )
+
+
+def _updates(page: Page) -> Iterator[tuple[str, datetime]]:
+    for order in page.orders:
+        yield order.order_id, order.updated_at
+    for customer in page.customers:
+        yield customer.customer_id, customer.updated_at
+
+
+def _drop_seen(page: Page, when: datetime, ids: set[str]) -> Page:
+    """Remove records a previous window already yielded (same id, same update time)."""
+    page.orders = [o for o in page.orders if not (o.updated_at == when and o.order_id in ids)]
+    page.customers = [c for c in page.customers if not (c.updated_at == when and c.customer_id in ids)]
+    return page

@@ -1,0 +1,78 @@
+"""The sandbox demo: a synthetic store, two cycles 30 days apart, a summary a newcomer can read."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from connectors.emulators.synthetic import SyntheticStore
+from worker.config import AppConfig, load_config
+from worker.runner import CycleReport, render_cycle, run_cycle
+from worker.sandbox import Sandbox
+from worker.settings import Settings
+from worker.status import render_status, status_rows
+from worker.store import open_store
+
+Echo = Callable[[str], None]
+
+
+def _with_directory(config: AppConfig, directory: Path) -> AppConfig:
+    destinations = {
+        name: dest.model_copy(update={"directory": directory}) if hasattr(dest, "directory") else dest
+        for name, dest in config.destinations.items()
+    }
+    return config.model_copy(update={"destinations": destinations})
+
+
+def _segments_line(report: CycleReport) -> str:
+    return ", ".join(f"{name} {size}" for name, size in sorted(report.recompute.sizes.items()) if size)
+
+
+def run_demo(*, customers: int, workdir: Path, echo: Echo = print, now: datetime | None = None) -> None:
+    workdir = workdir.resolve()
+    if workdir.exists():
+        shutil.rmtree(workdir)
+    audiences = workdir / "audiences"
+    audiences.mkdir(parents=True)
+    database = workdir / "demo.sqlite3"
+    settings = Settings(_env_file=None, database_url=f"sqlite:///{database}", config=None)  # type: ignore[call-arg]
+    start = (now or datetime.now(UTC)).replace(microsecond=0)
+
+    echo(f"building a synthetic store of {customers} customers with two years of orders …")
+    shop = SyntheticStore(seed=2026, customers=customers, now=start, malformed=True)
+    echo(f"  {len(shop.customers)} customers, {len(shop.orders)} orders (including a few malformed on purpose)")
+
+    with Sandbox(start, store=shop) as sandbox:
+        config, resolved = sandbox.resolve(_with_directory(load_config(None), audiences), settings)
+        store = open_store(resolved.database_url)
+        try:
+            echo(f"\n== cycle 1: initial sync ({start.date()}) ==")
+            first = run_cycle(store, config, resolved, now=start, echo=echo)
+            echo(f"segments: {_segments_line(first)}")
+            echo(render_cycle(first, config))
+
+            later = start + timedelta(days=30)
+            changes = shop.advance(30, new_orders=max(50, customers // 8))
+            echo(
+                f"\n== 30 days later ({later.date()}): {len(changes.new_orders)} new orders, "
+                f"{len(changes.updated_orders)} updated, {len(changes.new_customers)} new customers =="
+            )
+            second = run_cycle(store, config, resolved, now=later, echo=echo)
+            echo(f"segments: {_segments_line(second)}")
+            echo(render_cycle(second, config))
+        finally:
+            store.dispose()
+
+    echo("\n== status (audience-sync status) ==")
+    echo(render_status(status_rows(settings)))
+    echo(
+        f"\nAudience files (JSON lines, one add/remove record each): {audiences}\n"
+        f"Run history and rejected members: {database}\n"
+        "Try next:\n"
+        f"  AUDIENCE_SYNC_DATABASE_URL=sqlite:///{database} .venv/bin/audience-sync status\n"
+        "  .venv/bin/audience-sync run            # one cycle against the sandbox, into var/\n"
+        "  .venv/bin/audience-sync segments --orders-csv tests/data/orders.csv --as-of 2026-06-01 --out /tmp/s.csv\n"
+        "  README.md → 'Run against a real store' to point it at Shopify and your destinations"
+    )
