@@ -79,6 +79,7 @@ def pull(
     now: datetime | None = None,
 ) -> PullResult:
     """Incremental pull of every stream since its watermark (minus the overlap window)."""
+    store.mark_interrupted("pull", None)
     run_id = store.start_run("pull", None, task_id)
     result = PullResult(run_id=run_id)
     started = time.monotonic()
@@ -136,6 +137,7 @@ def profile_rows(table: pd.DataFrame) -> list[dict[str, Any]]:
 
 def recompute(store: Store, config: AppConfig, now: datetime, *, task_id: str | None = None) -> RecomputeResult:
     """Rebuild the customer table and every segment from the store, as of ``now``."""
+    store.mark_interrupted("recompute", None)
     run_id = store.start_run("recompute", None, task_id)
     started = time.monotonic()
     try:
@@ -171,6 +173,7 @@ def sync_mapping(
     mapping = config.mapping(name)
     now = now or utc_now()
     paused = store.paused_until(name, now)
+    store.mark_interrupted("sync", name)
     run_id = store.start_run("sync", name, task_id)
     if paused is not None and not full:
         result = SyncResult(name, status="paused", error=f"paused by the destination until {paused.isoformat()}")

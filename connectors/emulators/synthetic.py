@@ -223,13 +223,15 @@ PRODUCT_WORDS = (
 
 def iso(ts: datetime) -> str:
     """Shopify's DateTime rendering: UTC, whole seconds, ``Z``."""
-    if ts.utcoffset():
+    if ts.tzinfo is not UTC:
         ts = ts.astimezone(UTC)
-    return ts.replace(tzinfo=None, microsecond=0).isoformat() + "Z"
+    return ts.isoformat(timespec="seconds")[:19] + "Z"
 
 
-def money(amount: Decimal, currency: str = SHOP_CURRENCY) -> Node:
-    return {"shopMoney": {"amount": str(amount.quantize(CENT)), "currencyCode": currency}}
+def money(cents: int, currency: str = SHOP_CURRENCY) -> Node:
+    """A MoneyBag in the shop's currency; amounts are kept as integer cents while generating."""
+    sign = "-" if cents < 0 else ""
+    return {"shopMoney": {"amount": f"{sign}{abs(cents) // 100}.{abs(cents) % 100:02d}", "currencyCode": currency}}
 
 
 @dataclass
@@ -304,8 +306,7 @@ class SyntheticStore:
         return [
             o
             for o in self.orders
-            if o["_original_total"] is not None
-            and Decimal(o["currentTotalPriceSet"]["shopMoney"]["amount"]) < o["_original_total"]
+            if o["_original_cents"] is not None and o["_current_cents"] < o["_original_cents"]
         ]
 
     def test_orders(self) -> list[Node]:
@@ -324,11 +325,12 @@ class SyntheticStore:
         """Move the clock ``days`` forward; add orders, a few refunds and consent changes in that span."""
         rng = self.rng
         start, self.now = self.now, self.now + timedelta(days=days)
+        after = start + timedelta(seconds=1)  # everything this call does happens after the old "now"
         changes = Changes()
         for _ in range(new_orders):
-            created = self._random_time(start, self.now)
+            created = self._random_time(after, self.now)
             if rng.random() < 0.2:
-                customer = self._new_customer(created - timedelta(minutes=rng.randint(1, 30)))
+                customer = self._new_customer(max(after, created - timedelta(minutes=rng.randint(1, 30))))
                 changes.new_customers.append(customer["id"])
             else:
                 customer = rng.choice(self.customers)
@@ -336,16 +338,16 @@ class SyntheticStore:
             changes.new_orders.append(order["id"])
         # a few refunds of earlier orders and consent changes, all inside the window
         for order in rng.sample(self.orders, k=min(len(self.orders), max(1, new_orders // 10))):
-            if order["id"] in changes.new_orders or order["_original_total"] is None:
+            if order["id"] in changes.new_orders or order["_original_cents"] is None:
                 continue
-            when = self._random_time(max(start, order["_updated"]), self.now)
+            when = self._random_time(max(after, order["_updated"]), self.now)
             self._refund(order, when, full=rng.random() < 0.3)
             changes.updated_orders.append(order["id"])
         for customer in rng.sample(self.customers, k=min(len(self.customers), max(1, new_orders // 20))):
             email = customer["defaultEmailAddress"]
             if email is None or customer["id"] in changes.new_customers:
                 continue
-            when = self._random_time(max(start, customer["_updated"]), self.now)
+            when = self._random_time(max(after, customer["_updated"]), self.now)
             email["marketingState"] = (
                 "UNSUBSCRIBED" if email["marketingState"] == "SUBSCRIBED" else "SUBSCRIBED"
             )
@@ -374,9 +376,9 @@ class SyntheticStore:
         for k in range(50):
             word = PRODUCT_WORDS[k % len(PRODUCT_WORDS)]
             variant = ("", " Pro", " Lite", " XL")[k // len(PRODUCT_WORDS)]
-            price = Decimal(rng.choice((12, 18, 24, 29, 35, 45, 59, 79, 99, 149))) - Decimal("0.01")
+            price = rng.choice((12, 18, 24, 29, 35, 45, 59, 79, 99, 149)) * 100 - 1  # cents
             if word == "Gift Card":
-                price = Decimal(50)
+                price = 5000
             gid = f"gid://shopify/Product/{PRODUCT_BASE + k}"
             self.products.append(
                 {"id": gid, "title": f"{word}{variant}", "sku": f"SKU-{k + 1:04d}", "_price": price}
@@ -443,7 +445,7 @@ class SyntheticStore:
         n = next(self._order_seq)
         whale = customer is not None and customer["_kind"] == "whale"
         lines = []
-        subtotal = Decimal(0)
+        subtotal = 0
         for product in rng.choices(self.products, cum_weights=self._product_cum, k=rng.randint(1, 4)):
             quantity = rng.randint(1, 3) * (rng.randint(3, 10) if whale else 1)
             subtotal += product["_price"] * quantity
@@ -451,9 +453,8 @@ class SyntheticStore:
         codes: list[str] = []
         if rng.random() < 0.3:
             codes = rng.sample(DISCOUNT_CODES, k=1 if rng.random() < 0.92 else 2)
-            subtotal *= Decimal("0.85")
-        shipping = Decimal(0) if subtotal > 75 or "FREESHIP" in codes else Decimal("6.95")
-        total = (subtotal + shipping).quantize(CENT)
+            subtotal = subtotal * 85 // 100
+        total = subtotal + (0 if subtotal > 7500 or "FREESHIP" in codes else 695)
         email: str | None = guest_email
         phone: str | None = None
         if customer is not None:
@@ -461,7 +462,9 @@ class SyntheticStore:
                 customer["defaultEmailAddress"]["emailAddress"] if customer["defaultEmailAddress"] else None
             )
             phone = customer["defaultPhoneNumber"]["phoneNumber"] if customer["defaultPhoneNumber"] else None
-        updated = min(self.now, created + timedelta(minutes=rng.randint(1, 60 * 72)))
+        updated = created + timedelta(minutes=rng.randint(1, 60 * 72))  # paid, fulfilled, ...
+        if updated > self.now:
+            updated = self._random_time(created, self.now)
         gid = f"gid://shopify/Order/{ORDER_BASE + n}"
         order: Node = {
             "id": gid,
@@ -481,14 +484,16 @@ class SyntheticStore:
             "_n": ORDER_BASE + n,
             "_created": created,
             "_updated": updated,
-            "_original_total": total,
+            "_original_cents": total,
+            "_current_cents": total,
         }
         roll = rng.random()
         if roll < 0.03:
             cancelled = min(self.now, created + timedelta(hours=rng.randint(1, 48)))
             order["cancelledAt"] = iso(cancelled)
             if rng.random() < 0.8:
-                order["currentTotalPriceSet"] = money(Decimal(0))
+                order["currentTotalPriceSet"] = money(0)
+                order["_current_cents"] = 0
             self._touch(order, cancelled)
         elif roll < 0.03 + 0.06:
             when = min(self.now, created + timedelta(days=rng.randint(2, 40)))
@@ -500,9 +505,8 @@ class SyntheticStore:
         return order
 
     def _refund(self, order: Node, when: datetime, *, full: bool) -> None:
-        current = Decimal(order["currentTotalPriceSet"]["shopMoney"]["amount"])
         remaining = (
-            Decimal(0) if full else (current * Decimal(self.rng.choice((0.3, 0.5, 0.7)))).quantize(CENT)
+            0 if full else order["_current_cents"] * self.rng.choice((3, 5, 7)) // 10
         )
         order["currentTotalPriceSet"] = money(
             remaining, order["currentTotalPriceSet"]["shopMoney"]["currencyCode"]
@@ -543,12 +547,12 @@ class SyntheticStore:
         for label in ("invalid_email", "negative_total", "unknown_currency", "non_numeric_amount"):
             bad[label] = self._new_order(owner, when, guest_email=None)
         bad["invalid_email"]["email"] = "not-an-email"
-        bad["negative_total"]["currentTotalPriceSet"] = money(Decimal("-15.00"))
-        bad["unknown_currency"]["currentTotalPriceSet"] = money(Decimal("42.00"), "XXX")
+        bad["negative_total"]["currentTotalPriceSet"] = money(-1500)
+        bad["unknown_currency"]["currentTotalPriceSet"] = money(4200, "XXX")
         bad["non_numeric_amount"]["currentTotalPriceSet"] = {
             "shopMoney": {"amount": "N/A", "currencyCode": "USD"}
         }
         for label, order in bad.items():
-            order["_original_total"] = None
+            order["_original_cents"] = None
             self.malformed_ids[label] = order["id"]
         self.version += 1

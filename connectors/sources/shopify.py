@@ -12,12 +12,14 @@ at exactly that time that were already yielded.
 
 Cost: Shopify charges the *requested* cost up front (objects 1, connections 2 + first x node) and a
 single query may cost at most 1000, so the page size is capped per stream from the query's node cost;
-after each answer the client sleeps until the bucket can hold the next query (``extensions.cost``).
+before each query the client sleeps until the bucket (as last reported in ``extensions.cost``) can
+hold that query's requested cost.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import re
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
@@ -141,6 +143,9 @@ class ShopifyClient(HttpConnector):
         self.path = f"/admin/api/{api_version}/graphql.json"
         self.sleep = sleep
         self.paced_seconds = 0.0
+        #: last reported (currentlyAvailable, restoreRate), and each document's requested cost
+        self._bucket: tuple[float, float] | None = None
+        self._costs: dict[str, float] = {}
 
     def classify(self, response: httpx.Response) -> None:
         """Map HTTP status and Shopify's GraphQL ``errors`` (sent with HTTP 200) to the taxonomy."""
@@ -170,24 +175,28 @@ class ShopifyClient(HttpConnector):
         raise PermanentError(f"shopify: query refused: {detail}", code=code)
 
     def query(self, document: str, variables: dict[str, Any]) -> JSON:
-        """Run one query (with retries), then pace: wait until the bucket holds this cost again."""
+        """Run one query (with retries), first waiting until the bucket can hold its known cost."""
+        self.pace(self._costs.get(document))
         body = self.send_json("POST", self.path, json={"query": document, "variables": variables})
-        self.pace(body)
-        return body
-
-    def pace(self, body: JSON) -> None:
         cost = (body.get("extensions") or {}).get("cost") or {}
         status = cost.get("throttleStatus") or {}
         try:
-            requested = float(cost["requestedQueryCost"])
-            available = float(status["currentlyAvailable"])
-            rate = float(status["restoreRate"])
+            self._costs[document] = float(cost["requestedQueryCost"])
+            self._bucket = (float(status["currentlyAvailable"]), float(status["restoreRate"]))
         except (KeyError, TypeError, ValueError):
+            self._bucket = None
+        return body
+
+    def pace(self, requested: float | None) -> None:
+        """Sleep until the last reported bucket refills to ``requested`` (elapsed time not counted)."""
+        if requested is None or self._bucket is None:
             return
+        available, rate = self._bucket
         if available < requested and rate > 0:
-            wait = (requested - available) / rate
+            wait = math.ceil((requested - available) / rate * 1000) / 1000  # never a hair short
             self.paced_seconds += wait
             self.sleep(wait)
+            self._bucket = (requested, rate)
 
 
 def throttle_wait(body: JSON) -> float | None:
@@ -200,7 +209,7 @@ def throttle_wait(body: JSON) -> float | None:
         )
     except (KeyError, TypeError, ValueError, ZeroDivisionError):
         return None
-    return max(0.0, wait)
+    return max(0.0, math.ceil(wait * 1000) / 1000)
 
 
 def shopify_time(ts: datetime) -> str:

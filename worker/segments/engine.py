@@ -152,7 +152,7 @@ class _Evaluator:
                 return self.frame["email_consent"].isin(values).to_numpy()
             case FirstChannel(any_of=any_of, contains=contains):
                 channel = self.frame["first_channel"].str.lower()
-                mask = channel.isin(any_of).to_numpy()
+                mask = np.array(channel.isin(any_of).to_numpy(), dtype=bool)
                 for part in contains:
                     mask |= channel.str.contains(part, regex=False).fillna(False).to_numpy(dtype=bool)
                 return mask
@@ -170,8 +170,9 @@ class _Evaluator:
 
     def _bought(self, cond: Bought) -> Mask:
         bought = self.table.purchases
-        hit = bought["product_id"].isin(cond.product_ids).to_numpy()
-        hit |= bought["sku"].isin(cond.skus).to_numpy()
+        hit = (
+            bought["product_id"].isin(cond.product_ids).to_numpy() | bought["sku"].isin(cond.skus).to_numpy()
+        )
         if cond.within_days:
             age = self.today - _days(bought["last_bought_at"])
             hit &= age < cond.within_days

@@ -76,9 +76,9 @@ def _ns(series: pd.Series) -> IntArray:
     return ns
 
 
-def _to_ts(ns: IntArray, valid: npt.NDArray[np.bool_]) -> pd.Series:
+def _to_ts(ns: IntArray, valid: npt.NDArray[np.bool_]) -> pd.DatetimeIndex:
     values = np.where(valid, ns, np.iinfo(np.int64).min).view("datetime64[ns]")
-    return pd.Series(pd.DatetimeIndex(values).tz_localize("UTC"))
+    return pd.DatetimeIndex(values).tz_localize("UTC")
 
 
 def _extreme_rows(
@@ -194,8 +194,8 @@ def build_customer_table(
     first_i = grouped.min().reindex(range(n), fill_value=0).to_numpy(np.int64)
     last_i = grouped.max().reindex(range(n), fill_value=0).to_numpy(np.int64)
     has_orders = count > 0
-    out["first_order_at"] = _to_ts(first_i, has_orders).to_numpy()
-    out["last_order_at"] = _to_ts(last_i, has_orders).to_numpy()
+    out["first_order_at"] = _to_ts(first_i, has_orders)
+    out["last_order_at"] = _to_ts(last_i, has_orders)
     out["order_count"] = count
     out["revenue"] = revenue_micros / MICROS
     span_days = (last_i // NS_PER_DAY - first_i // NS_PER_DAY).astype(np.float64)
@@ -209,10 +209,7 @@ def build_customer_table(
     c, rows = _extreme_rows(c_codes, c_ns, oids[counted], n, latest=False)
     first_channel.iloc[c] = orders["channel"].to_numpy(dtype=object)[counted][rows]
     out["first_channel"] = first_channel.astype("str").where(first_channel.notna()).to_numpy()
-    out["last_engaged_at"] = frame["last_engaged_at"].to_numpy()
-    out["first_order_at"] = out["first_order_at"].astype("datetime64[ns, UTC]")
-    out["last_order_at"] = out["last_order_at"].astype("datetime64[ns, UTC]")
-    out["last_engaged_at"] = pd.to_datetime(out["last_engaged_at"], utc=True).astype("datetime64[ns, UTC]")
+    out["last_engaged_at"] = frame["last_engaged_at"].dt.as_unit("ns")
 
     compact = pd.DataFrame({"code": c_codes, "day": c_ns // NS_PER_DAY, "total_micros": micros})
     purchases = _purchases(orders[counted].reset_index(drop=True), c_codes, lines, keys)

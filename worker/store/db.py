@@ -287,6 +287,18 @@ class Store:
             )
             return int(result.inserted_primary_key[0])
 
+    def mark_interrupted(self, kind: str, mapping: str | None) -> int:
+        """Close rows left ``running`` by a killed worker; call only while holding the step's lock."""
+        r = schema.runs.c
+        condition = r.mapping.is_(None) if mapping is None else r.mapping == mapping
+        with self.engine.begin() as conn:
+            result = conn.execute(
+                update(schema.runs)
+                .where(r.kind == kind, condition, r.status == "running")
+                .values(status="interrupted", finished_at=utcnow(), error="worker stopped mid-run; resumed later")
+            )
+        return int(result.rowcount or 0)
+
     def update_run(self, run_id: int, counts: Mapping[str, Any]) -> None:
         with self.engine.begin() as conn:
             conn.execute(update(schema.runs).where(schema.runs.c.id == run_id).values(counts=json.dumps(counts)))
