@@ -61,14 +61,18 @@ def test_recency_segments_partition_buyers_as_documented(rows: list[dict[str, An
     lapsed = set(result["lapsed_60_180"])
     lapsed_old = set(result["lapsed_180_plus"])
     buyers = set(result["buyers"])
-    # independent ages from the generated rows: the person is c{who} (guests merge by email)
+    # independent ages from the generated rows: a guest merges into c{who} when that id is known
+    registered = {r["who"] for r in rows if not r["guest"]} | set(engaged)
+
+    def key(who: int) -> str:
+        return f"c{who}" if who in registered else f"p{who}@example.com"
+
     last_age: dict[str, int] = {}
     for r in rows:
         if not r["cancelled"]:
-            key = f"c{r['who']}"
-            last_age[key] = min(last_age.get(key, 10**6), r["age"])
+            last_age[key(r["who"])] = min(last_age.get(key(r["who"]), 10**6), r["age"])
     assert buyers == set(last_age)
-    email_recent = {f"c{who}" for who, age in engaged.items() if age <= 29}
+    email_recent = {key(who) for who, age in engaged.items() if age <= 29}
     assert engaged_set == {k for k, a in last_age.items() if a <= 29} | email_recent
     gap = {k for k, a in last_age.items() if 30 <= a <= 59} - engaged_set
     assert lapsed == {k for k, a in last_age.items() if 60 <= a <= 180} - engaged_set

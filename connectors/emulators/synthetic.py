@@ -17,7 +17,6 @@ import itertools
 import random
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal
 from typing import Any
 
 Node = dict[str, Any]
@@ -27,7 +26,6 @@ ORDER_BASE = 5_000_000_000_000
 PRODUCT_BASE = 8_000_000_000_000
 SHOP_CURRENCY = "USD"
 SHOP_HOST = "https://demo-shop.example.com"
-CENT = Decimal("0.01")
 
 FIRST_NAMES = (
     "Olivia",
@@ -231,7 +229,9 @@ def iso(ts: datetime) -> str:
 def money(cents: int, currency: str = SHOP_CURRENCY) -> Node:
     """A MoneyBag in the shop's currency; amounts are kept as integer cents while generating."""
     sign = "-" if cents < 0 else ""
-    return {"shopMoney": {"amount": f"{sign}{abs(cents) // 100}.{abs(cents) % 100:02d}", "currencyCode": currency}}
+    return {
+        "shopMoney": {"amount": f"{sign}{abs(cents) // 100}.{abs(cents) % 100:02d}", "currencyCode": currency}
+    }
 
 
 @dataclass
@@ -505,12 +505,11 @@ class SyntheticStore:
         return order
 
     def _refund(self, order: Node, when: datetime, *, full: bool) -> None:
-        remaining = (
-            0 if full else order["_current_cents"] * self.rng.choice((3, 5, 7)) // 10
-        )
+        remaining = 0 if full else order["_current_cents"] * self.rng.choice((3, 5, 7)) // 10
         order["currentTotalPriceSet"] = money(
             remaining, order["currentTotalPriceSet"]["shopMoney"]["currencyCode"]
         )
+        order["_current_cents"] = remaining
         self._touch(order, when)
 
     def _journey(self, created: datetime) -> Node | None:

@@ -1,0 +1,59 @@
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import httpx
+
+from tests.conftest import make_settings
+from tests.services import serve_asgi
+from tests.helpers import seed_segment, write_config
+from worker.api import create_app
+from worker.store import open_store
+
+
+class Client(httpx.Client):
+    queued: list[tuple[str, bool]]
+
+
+@pytest.fixture
+def client(tmp_path: Path) -> Iterator[Client]:
+    config = write_config(
+        tmp_path / "c.toml",
+        f"""
+        [destinations.out]
+        type = "file"
+        directory = "{tmp_path}"
+        [[mappings]]
+        name = "buyers-out"
+        segment = "buyers"
+        destination = "out"
+        audience = "buyers"
+        """,
+    )
+    db = f"sqlite:///{tmp_path / 's.sqlite3'}"
+    seed_segment(open_store(db), "buyers", 3)
+    settings = make_settings(database_url=db, config=config, api_token="s3cret")
+    queued: list[tuple[str, bool]] = []
+    app = create_app(settings, enqueue=lambda name, full: queued.append((name, full)) or "task-1")
+    with serve_asgi(app) as url, Client(base_url=url) as test_client:
+        test_client.queued = queued
+        yield test_client
+
+
+def test_every_route_needs_the_token(client: Client) -> None:
+    assert client.get("/segments").status_code == 401
+    assert client.get("/segments", headers={"Authorization": "Bearer wrong"}).status_code == 401
+    assert client.get("/healthz").status_code == 200
+
+
+def test_marketer_sees_sizes_masked_samples_and_can_trigger_a_full_replace(client: Client) -> None:
+    auth = {"Authorization": "Bearer s3cret"}
+    assert client.get("/segments", headers=auth).json() == {"buyers": 3}
+    sample = client.get("/segments/buyers/sample", headers=auth).json()
+    assert sample == ["m***@example.com"] * 3
+    response = client.post("/mappings/buyers-out/resync?full=true", headers=auth)
+    assert response.status_code == 202
+    assert client.queued == [("buyers-out", True)]
+    assert client.post("/mappings/nope/resync", headers=auth).status_code == 404
