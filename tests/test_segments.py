@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tests.segments_helpers import NOW, ago, customers, lines, orders
+from tests.test_segments_helpers import NOW, ago, customers, lines, orders
 from worker.segments import (
     FrameSchemaError,
     SegmentsConfig,
@@ -192,7 +192,12 @@ def test_product_segment_declared_by_user() -> None:
         {"customer_id": "c", "created_at": ago(10), "cancelled": True},
         {"customer_id": "d", "created_at": ago(10)},
     )
-    items = lines(("o0", "8123", "BRIDGE-1", 1), ("o1", "8123", None, 2), ("o2", "8123", None, 1), ("o3", None, "MUG", 1))
+    items = lines(
+        ("o0", "8123", "BRIDGE-1", 1),
+        ("o1", "8123", None, 2),
+        ("o2", "8123", None, 1),
+        ("o3", None, "MUG", 1),
+    )
     table = build_customer_table(frame, customers(), items)
     config = SegmentsConfig.model_validate(
         {
@@ -212,7 +217,10 @@ def test_product_segment_declared_by_user() -> None:
 def test_whales_pareto_and_top_percent() -> None:
     totals = {"a": 50.0, "b": 30.0, "c": 10.0, "d": 5.0, "e": 5.0, "old": 1000.0}
     frame = orders(
-        *({"customer_id": k, "created_at": ago(400 if k == "old" else 10), "total": v} for k, v in totals.items())
+        *(
+            {"customer_id": k, "created_at": ago(400 if k == "old" else 10), "total": v}
+            for k, v in totals.items()
+        )
     )
     table, result = run(frame)
     # window 365 days: a+b = 80 of 100
@@ -277,7 +285,9 @@ def test_user_definitions_override_and_reference_defaults() -> None:
     )
     assert members(result, "engaged_30d") == {"a", "b"}
     assert members(result, "quiet") == set()
-    config = SegmentsConfig.model_validate({"use_defaults": False, "definitions": {"x": {"order_count": {"min": 1}}}})
+    config = SegmentsConfig.model_validate(
+        {"use_defaults": False, "definitions": {"x": {"order_count": {"min": 1}}}}
+    )
     table = build_customer_table(frame, customers())
     assert list(compute_segments(table, NOW, config)) == ["x"]
 

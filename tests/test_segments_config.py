@@ -23,7 +23,10 @@ def test_the_issue_example_parses() -> None:
             "definitions": {
                 "lapsed": {
                     "description": "Lapsed, not engaged",
-                    "all": [{"last_order_days": {"min": 60, "max": 180}}, {"not": {"segment": "engaged_30d"}}],
+                    "all": [
+                        {"last_order_days": {"min": 60, "max": 180}},
+                        {"not": {"segment": "engaged_30d"}},
+                    ],
                 }
             }
         }
@@ -42,7 +45,10 @@ def test_the_issue_example_parses() -> None:
         # unknown field inside a condition
         ({"s2": {"last_order_days": {"maxx": 3}}}, ["'s2'", "maxx", "allowed: min, max"]),
         # min greater than max
-        ({"s3": {"order_count": {"min": 5, "max": 2}}}, ["'s3'", "order_count", "greater than max", "allowed:"]),
+        (
+            {"s3": {"order_count": {"min": 5, "max": 2}}},
+            ["'s3'", "order_count", "greater than max", "allowed:"],
+        ),
         # wrong type
         ({"s4": {"order_count": {"min": "two"}}}, ["'s4'", "order_count.min", "integer", "allowed:"]),
         # out of range
@@ -56,7 +62,10 @@ def test_the_issue_example_parses() -> None:
         ({"s10": {"bought": {"within_days": 3}}}, ["'s10'", "bought", "product_ids or skus", "allowed:"]),
         ({"s11": {"revenue_pareto": 1.2}}, ["'s11'", "revenue_pareto.share", "allowed:"]),
         ({"s12": {"any": []}}, ["'s12'", "any", "non-empty list", "allowed:"]),
-        ({"s13": {"all": [{"segment": "nope"}]}}, ["'s13'", "undefined segment 'nope'", "allowed:", "buyers"]),
+        (
+            {"s13": {"all": [{"segment": "nope"}]}},
+            ["'s13'", "undefined segment 'nope'", "allowed:", "buyers"],
+        ),
         ({"s14": {"description": 3, "order_count": {"min": 1}}}, ["'s14'", "description", "allowed:"]),
         ({"bad name!": {"order_count": {"min": 1}}}, ["'bad name!'", "name", "allowed:"]),
         ({"s15": {"first_channel": {"like": "x"}}}, ["'s15'", "first_channel.like", "allowed: in, contains"]),

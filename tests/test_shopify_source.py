@@ -353,5 +353,14 @@ def test_config_and_registration() -> None:
     for bad in ({"page_size": 251}, {"api_version": "2026-05"}, {"shop_url": "ftp://x"}, {"token": "x"}):
         with pytest.raises(ValidationError):
             ShopifyConfig.model_validate({"type": "shopify", "shop_url": "https://s.myshopify.com", **bad})
-    with pytest.raises(ConfigError):
-        ShopifySource(ShopifyConfig(shop_url="https://s.myshopify.com"), Runtime(), None)
+    tokenless = ShopifySource(ShopifyConfig(shop_url="https://s.myshopify.com"), Runtime(), None)
+    with pytest.raises(ConfigError, match="access token"):
+        next(iter(tokenless.pull("orders", None)))
+    tokenless.close()
+
+
+def test_unknown_shop_is_a_config_error(rig: Rig) -> None:
+    source = rig.source()
+    source.client.path = "/admin/api/2026-04/nope.json"  # what an unknown shop or version answers: 404
+    with pytest.raises(ConfigError, match="404"):
+        next(iter(source.pull("customers", None)))

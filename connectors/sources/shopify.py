@@ -149,6 +149,16 @@ class ShopifyClient(HttpConnector):
 
     def classify(self, response: httpx.Response) -> None:
         """Map HTTP status and Shopify's GraphQL ``errors`` (sent with HTTP 200) to the taxonomy."""
+        if response.status_code in (402, 404, 423):
+            reason = {
+                402: "the shop is frozen (unpaid)",
+                404: "no such shop or API version",
+                423: "the shop is locked",
+            }
+            status = response.status_code
+            raise ConfigError(
+                f"shopify: {reason[status]} (HTTP {status}): check shop_url and api_version", status=status
+            )
         default_classify(response)
         body = self.json_body(response)
         errors = body.get("errors")
@@ -237,12 +247,10 @@ class ShopifySource(Source):
         super().__init__(config, runtime, secret)
         if not isinstance(config, ShopifyConfig):
             raise ConfigError("shopify source needs a [source] table with type = 'shopify'")
-        if not secret:
-            raise ConfigError("shopify source needs an Admin API access token")
         self.settings = config
         self.client = ShopifyClient(
             config.shop_url,
-            secret,
+            secret or "",
             config.api_version,
             retry=runtime.retry_policy(),
             sleep=runtime.sleep,
@@ -255,6 +263,8 @@ class ShopifySource(Source):
         return max(1, min(self.settings.page_size, (MAX_QUERY_COST - 2) // NODE_COST[stream]))
 
     def pull(self, stream: str, since: datetime | None) -> Iterator[Page]:
+        if not self.secret:  # raised here, inside the caller's run, rather than while building
+            raise ConfigError("shopify: no Admin API access token is configured")
         if stream not in QUERIES:
             raise PermanentError(f"shopify: unknown stream {stream!r}")
         first = self.page_size(stream)
