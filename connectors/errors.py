@@ -57,5 +57,5 @@ class LongPauseError(RateLimitedError):
     """
 
 
-class RejectedMember(Exception):  # noqa: N818 - it is a record, raised only inside connectors
+class RejectedMember(Exception):
     """One member the destination refused; recorded with its reason, never retried forever."""

@@ -146,9 +146,7 @@ class HttpConnector:
     def send_json(self, method: str, path: str, **kwargs: Any) -> JSON:
         """Like :meth:`send`, parsing a JSON object body inside the retry (a torn body is retried)."""
         try:
-            return self.retry.call(
-                lambda: self.json_body(self.send_once(method, path, **kwargs)), self.stats
-            )
+            return self.retry.call(lambda: self.json_body(self.send_once(method, path, **kwargs)), self.stats)
         except ConnectorError as exc:
             log.warning("%s %s %s failed: %s", self.name, method, redact(path), exc.message)
             raise

@@ -93,7 +93,7 @@ class RedisTokenBucket:
     """The same bucket, kept in Redis (server time, one Lua script) so all workers share it."""
 
     def __init__(
-        self, client: redis.Redis, key: str, rate: float, capacity: float, *, sleep: Sleep = time.sleep
+        self, client: redis.Redis[bytes], key: str, rate: float, capacity: float, *, sleep: Sleep = time.sleep
     ) -> None:
         self.key = key
         self.rate = rate
@@ -124,7 +124,13 @@ class RedisConcurrency:
     """At most ``limit`` holders across all workers; a crashed holder's slot expires after ``ttl``."""
 
     def __init__(
-        self, client: redis.Redis, key: str, limit: int, *, ttl: float = 180.0, sleep: Sleep = time.sleep
+        self,
+        client: redis.Redis[bytes],
+        key: str,
+        limit: int,
+        *,
+        ttl: float = 180.0,
+        sleep: Sleep = time.sleep,
     ) -> None:
         self._client = client
         self.key = key

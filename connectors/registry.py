@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 T = TypeVar("T")
 
-_SOURCES: dict[str, type] = {}
-_DESTINATIONS: dict[str, type] = {}
+_SOURCES: dict[str, type[Any]] = {}
+_DESTINATIONS: dict[str, type[Any]] = {}
 
 #: modules imported on first lookup so their classes register (entry points would do for plugins)
 _BUILTIN_MODULES = (
@@ -45,7 +45,7 @@ def _load_builtins() -> None:
                 raise
 
 
-def source_class(name: str) -> type:
+def source_class(name: str) -> type[Any]:
     _load_builtins()
     try:
         return _SOURCES[name]
@@ -53,7 +53,7 @@ def source_class(name: str) -> type:
         raise KeyError(f"unknown source type {name!r}; known: {', '.join(sorted(_SOURCES))}") from None
 
 
-def destination_class(name: str) -> type:
+def destination_class(name: str) -> type[Any]:
     _load_builtins()
     try:
         return _DESTINATIONS[name]

@@ -24,7 +24,7 @@ _LOCAL_SLOTS: dict[str, LocalConcurrency] = {}
 
 @dataclass
 class Runtime:
-    redis: redis.Redis | None = None
+    redis: redis.Redis[bytes] | None = None
     sleep: Callable[[float], None] = time.sleep
     key_prefix: str = "audience-sync"
     default_phone_region: str = "US"

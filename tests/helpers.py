@@ -15,8 +15,18 @@ def seed_segment(
     """Profiles ``c{n}`` with ``member{n}@example.com`` in ``segment``; returns their keys."""
     keys = [f"c{n}" for n in range(start, start + count)]
     store.replace_profiles(
-        [{"customer_key": k, "email": f"member{k[1:]}@example.com", "phone": None, "first_name": None,
-          "last_name": None, "country": None, "email_consent": consent.value} for k in keys]
+        [
+            {
+                "customer_key": k,
+                "email": f"member{k[1:]}@example.com",
+                "phone": None,
+                "first_name": None,
+                "last_name": None,
+                "country": None,
+                "email_consent": consent.value,
+            }
+            for k in keys
+        ]
     )
     store.replace_segments({segment: keys})
     return keys

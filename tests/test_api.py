@@ -3,12 +3,12 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 import httpx
+import pytest
 
 from tests.conftest import make_settings
-from tests.services import serve_asgi
 from tests.helpers import seed_segment, write_config
+from tests.services import serve_asgi
 from worker.api import create_app
 from worker.store import open_store
 

@@ -23,7 +23,9 @@ NOW = datetime(2026, 6, 1, 12, tzinfo=UTC)
 
 def _sandbox_config(tmp_path: Path):  # type: ignore[no-untyped-def]
     config = load_config(None)
-    destinations = {n: d.model_copy(update={"directory": tmp_path / "aud"}) for n, d in config.destinations.items()}
+    destinations = {
+        n: d.model_copy(update={"directory": tmp_path / "aud"}) for n, d in config.destinations.items()
+    }
     return config.model_copy(update={"destinations": destinations})
 
 
@@ -80,7 +82,11 @@ def test_demo_then_status_from_the_command_line(tmp_path: Path) -> None:
     cli = [sys.executable, "-m", "worker.cli"]
     demo = subprocess.run(
         [*cli, "demo", "--customers", "300", "--workdir", str(tmp_path / "demo")],
-        capture_output=True, text=True, env=env, timeout=240, check=False,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=240,
+        check=False,
     )
     assert demo.returncode == 0, demo.stderr
     assert "== cycle 1: initial sync" in demo.stdout and "30 days later" in demo.stdout

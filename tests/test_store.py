@@ -14,8 +14,14 @@ def _order(order_id: str, total: str, updated: datetime) -> OrderRecord:
     from decimal import Decimal
 
     return OrderRecord(
-        order_id=order_id, source="test", customer_id="cust-1", email="A@Example.com ", created_at=updated,
-        updated_at=updated, total=Decimal(total), currency="usd",
+        order_id=order_id,
+        source="test",
+        customer_id="cust-1",
+        email="A@Example.com ",
+        created_at=updated,
+        updated_at=updated,
+        total=Decimal(total),
+        currency="usd",
     )
 
 

@@ -18,13 +18,15 @@ from worker.factory import make_runtime
 from worker.store import Store, open_store
 
 
-def _config(tmp_path: Path, *, mode: str = "mirror", kind: str = "ads", identifier: str = "email_sha256") -> AppConfig:
+def _config(
+    tmp_path: Path, *, mode: str = "mirror", kind: str = "ads", identifier: str = "email_sha256"
+) -> AppConfig:
     path = write_config(
         tmp_path / "sync.toml",
         f"""
         [destinations.out]
         type = "file"
-        directory = "{tmp_path / 'aud'}"
+        directory = "{tmp_path / "aud"}"
         identifier = "{identifier}"
         audience_kind = "{kind}"
         batch_size = 7
@@ -124,12 +126,16 @@ def test_full_resync_repairs_drift_at_the_destination(sqlite_url: str, tmp_path:
 @pytest.mark.parametrize(
     ("body", "expected"),
     [
-        ('[[mappings]]\nname="m"\nsegment="nope"\ndestination="d"\naudience="a"\n[destinations.d]\ntype="file"\n',
-         "mappings[0] (m).segment: unknown segment 'nope'"),
+        (
+            '[[mappings]]\nname="m"\nsegment="nope"\ndestination="d"\naudience="a"\n[destinations.d]\ntype="file"\n',
+            "mappings[0] (m).segment: unknown segment 'nope'",
+        ),
         ('[destinations.d]\ntype="carrier-pigeon"\n', "destinations.d.type: unknown destination type"),
         ('[destinations.d]\ntype="file"\nbatch_size="many"\n', "destinations.d.batch_size"),
-        ('[[mappings]]\nname="m"\nsegment="buyers"\ndestination="missing"\naudience="a"\n',
-         "mappings[0] (m).destination: no destination 'missing'"),
+        (
+            '[[mappings]]\nname="m"\nsegment="buyers"\ndestination="missing"\naudience="a"\n',
+            "mappings[0] (m).destination: no destination 'missing'",
+        ),
         ("[source\n", "not valid TOML"),
     ],
 )

@@ -23,8 +23,25 @@ class CeleryWorker:
 
     def _spawn(self, log: object) -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "worker.celery_app", "worker", "-Q", self.queue, "-c", "1",
-             "--pool", "prefork", "--without-gossip", "--without-mingle", "--without-heartbeat", "-l", "INFO"],
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "worker.celery_app",
+                "worker",
+                "-Q",
+                self.queue,
+                "-c",
+                "1",
+                "--pool",
+                "prefork",
+                "--without-gossip",
+                "--without-mingle",
+                "--without-heartbeat",
+                "-l",
+                "INFO",
+            ],
             env=self.env,
             stdout=log,
             stderr=subprocess.STDOUT,

@@ -65,8 +65,14 @@ def create_app(settings: Settings, *, enqueue: Enqueue = _celery_enqueue) -> Fas
     @protected.get("/mappings")
     def mappings() -> list[dict[str, Any]]:
         return [
-            {"name": m.name, "segment": m.segment, "destination": m.destination, "mode": m.mode,
-             "acknowledged": len(store.acknowledged(m.name)), "rejected": len(store.rejected(m.name))}
+            {
+                "name": m.name,
+                "segment": m.segment,
+                "destination": m.destination,
+                "mode": m.mode,
+                "acknowledged": len(store.acknowledged(m.name)),
+                "rejected": len(store.rejected(m.name)),
+            }
             for m in config.mappings.values()
         ]
 
@@ -77,7 +83,12 @@ def create_app(settings: Settings, *, enqueue: Enqueue = _celery_enqueue) -> Fas
         except ConfigFileError as exc:
             raise HTTPException(404, str(exc)) from None
         return [
-            {"customer_key": r["customer_key"], "operation": r["operation"], "code": r["code"], "reason": r["reason"]}
+            {
+                "customer_key": r["customer_key"],
+                "operation": r["operation"],
+                "code": r["code"],
+                "reason": r["reason"],
+            }
             for r in store.rejected(name).values()
         ]
 

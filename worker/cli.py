@@ -113,9 +113,10 @@ def segments(orders_csv: Path, as_of: str, out: Path) -> None:
     when = _parse_time(as_of)
     assert when is not None
     report = segments_from_csv(orders_csv, when, out)
-    for name, size in sorted(report.sizes.items()):
+    click.echo(f"{report.orders_used} orders, {report.customers} customers as of {when.date()}")
+    for name, size in sorted(report.counts.items()):
         click.echo(f"{name:32} {size:>8}")
-    click.echo(f"wrote {out} ({sum(report.sizes.values())} rows)")
+    click.echo(f"wrote {out} ({sum(report.counts.values())} rows)")
     if report.problems:
         click.echo(f"{len(report.problems)} rows not used:", err=True)
         for problem in report.problems[:50]:
@@ -126,8 +127,9 @@ def segments(orders_csv: Path, as_of: str, out: Path) -> None:
 
 @main.command()
 @click.option("--customers", default=5000, show_default=True, help="Size of the synthetic store.")
-@click.option("--workdir", type=click.Path(file_okay=False, path_type=Path), default=Path("var/demo"),
-              show_default=True)
+@click.option(
+    "--workdir", type=click.Path(file_okay=False, path_type=Path), default=Path("var/demo"), show_default=True
+)
 def demo(customers: int, workdir: Path) -> None:
     """Sandbox demo: two cycles, 30 days apart, against the built-in emulators."""
     from worker.demo import run_demo

@@ -67,8 +67,14 @@ def _describe(exc: ValidationError, prefix: str) -> str:
     parts = []
     for err in exc.errors():
         loc = ".".join(str(p) for p in (prefix, *err["loc"]) if p != "")
-        parts.append(f"{loc}: {err['msg']}" + (f" (got {err['input']!r})" if "input" in err and not isinstance(
-            err["input"], dict | list) else ""))
+        parts.append(
+            f"{loc}: {err['msg']}"
+            + (
+                f" (got {err['input']!r})"
+                if "input" in err and not isinstance(err["input"], dict | list)
+                else ""
+            )
+        )
     return "; ".join(parts)
 
 
@@ -139,5 +145,10 @@ def parse_config(data: dict[str, Any], path: Path) -> AppConfig:
             raise ConfigFileError(f"{path}: {_describe(exc, f'{where}.options')}") from None
         mappings[mapping.name] = mapping
     return AppConfig(
-        path=path, source=source, segments=segments, destinations=destinations, mappings=mappings, options=options
+        path=path,
+        source=source,
+        segments=segments,
+        destinations=destinations,
+        mappings=mappings,
+        options=options,
     )

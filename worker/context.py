@@ -27,7 +27,7 @@ class Context:
         return load_config(self.settings.config)
 
     @cached_property
-    def redis(self) -> redis.Redis:
+    def redis(self) -> redis.Redis[bytes]:
         return redis.Redis.from_url(self.settings.redis_url)
 
     @cached_property

@@ -101,7 +101,9 @@ def pull(
                 if checked.orders:
                     store.upsert_orders(checked.orders, checked.lines)
                 problems = [(p.ref, p.reason) for p in page.problems] + checked.rejected
-                store.add_problems(run_id, source.kind, problems + [(r, f"warning: {w}") for r, w in checked.warnings])
+                store.add_problems(
+                    run_id, source.kind, problems + [(r, f"warning: {w}") for r, w in checked.warnings]
+                )
                 result.customers += len(checked.customers)
                 result.orders += len(checked.orders)
                 result.rejected += len(problems)
@@ -135,7 +137,9 @@ def profile_rows(table: pd.DataFrame) -> list[dict[str, Any]]:
     return frame.to_dict("records")  # type: ignore[return-value]
 
 
-def recompute(store: Store, config: AppConfig, now: datetime, *, task_id: str | None = None) -> RecomputeResult:
+def recompute(
+    store: Store, config: AppConfig, now: datetime, *, task_id: str | None = None
+) -> RecomputeResult:
     """Rebuild the customer table and every segment from the store, as of ``now``."""
     store.mark_interrupted("recompute", None)
     run_id = store.start_run("recompute", None, task_id)
@@ -176,7 +180,9 @@ def sync_mapping(
     store.mark_interrupted("sync", name)
     run_id = store.start_run("sync", name, task_id)
     if paused is not None and not full:
-        result = SyncResult(name, status="paused", error=f"paused by the destination until {paused.isoformat()}")
+        result = SyncResult(
+            name, status="paused", error=f"paused by the destination until {paused.isoformat()}"
+        )
         store.finish_run(run_id, result.status, result.counts(), result.error)
         return result
     dest = destination or build_destination(

@@ -37,12 +37,14 @@ def run_demo(*, customers: int, workdir: Path, echo: Echo = print, now: datetime
     audiences = workdir / "audiences"
     audiences.mkdir(parents=True)
     database = workdir / "demo.sqlite3"
-    settings = Settings(_env_file=None, database_url=f"sqlite:///{database}", config=None)  # type: ignore[call-arg]
+    settings = Settings(_env_file=None, database_url=f"sqlite:///{database}", config=None)
     start = (now or datetime.now(UTC)).replace(microsecond=0)
 
     echo(f"building a synthetic store of {customers} customers with two years of orders …")
     shop = SyntheticStore(seed=2026, customers=customers, now=start, malformed=True)
-    echo(f"  {len(shop.customers)} customers, {len(shop.orders)} orders (including a few malformed on purpose)")
+    echo(
+        f"  {len(shop.customers)} customers, {len(shop.orders)} orders (including a few malformed on purpose)"
+    )
 
     with Sandbox(start, store=shop) as sandbox:
         config, resolved = sandbox.resolve(_with_directory(load_config(None), audiences), settings)

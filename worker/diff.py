@@ -34,4 +34,3 @@ def membership_diff(
 
 def batches(items: list[str], size: int) -> list[list[str]]:
     return [items[i : i + size] for i in range(0, len(items), size)]
-

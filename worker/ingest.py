@@ -34,7 +34,9 @@ def _order_problem(order: OrderRecord, email: str | None) -> str | None:
     if order.currency.upper() not in ISO_4217:
         return f"unknown currency {order.currency[:8]!r}"
     if order.customer_id is None and email is None:
-        return "guest order without a valid email" if order.email else "order has neither customer id nor email"
+        return (
+            "guest order without a valid email" if order.email else "order has neither customer id nor email"
+        )
     return None
 
 
@@ -73,8 +75,13 @@ def validate_orders(orders: Iterable[OrderRecord], into: Validated | None = None
             }
         )
         out.lines.extend(
-            {"order_id": order.order_id, "line_no": n, "product_id": li.product_id, "sku": li.sku,
-             "quantity": li.quantity}
+            {
+                "order_id": order.order_id,
+                "line_no": n,
+                "product_id": li.product_id,
+                "sku": li.sku,
+                "quantity": li.quantity,
+            }
             for n, li in enumerate(order.lines)
         )
     return out

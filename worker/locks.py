@@ -31,7 +31,7 @@ class Lock(Protocol):
 class RedisLock:
     """``SET NX PX`` with a random token; renew and release only if we still own it."""
 
-    def __init__(self, client: redis.Redis, key: str, ttl_seconds: float) -> None:
+    def __init__(self, client: redis.Redis[bytes], key: str, ttl_seconds: float) -> None:
         self.client = client
         self.key = key
         self.ttl_ms = int(ttl_seconds * 1000)

@@ -272,6 +272,11 @@ class SegmentsReport:
     customers: int
     currencies: list[str]
 
+    @property
+    def sizes(self) -> dict[str, int]:
+        """Members per segment (the same as ``counts``)."""
+        return self.counts
+
 
 def segments_from_csv(
     in_path: Source,

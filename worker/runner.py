@@ -99,14 +99,33 @@ def run_cycle(
 
 
 def render_cycle(report: CycleReport, config: AppConfig) -> str:
-    header = ("mapping", "segment", "size", "eligible", "added", "removed", "rejected", "retries", "secs", "outcome")
+    header = (
+        "mapping",
+        "segment",
+        "size",
+        "eligible",
+        "added",
+        "removed",
+        "rejected",
+        "retries",
+        "secs",
+        "outcome",
+    )
     rows: list[tuple[str, ...]] = [header]
     for name, r in report.syncs.items():
         mapping = config.mappings[name]
         rows.append(
             (
-                name, mapping.segment, str(r.segment_size), str(r.desired), str(r.added), str(r.removed),
-                str(r.rejected), str(r.destination_stats.get("retries", 0)), f"{r.seconds:.2f}", r.status,
+                name,
+                mapping.segment,
+                str(r.segment_size),
+                str(r.desired),
+                str(r.added),
+                str(r.removed),
+                str(r.rejected),
+                str(r.destination_stats.get("retries", 0)),
+                f"{r.seconds:.2f}",
+                r.status,
             )
         )
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
@@ -139,7 +158,13 @@ def sync_inline(settings: Settings, mapping: str, *, full: bool = False, echo: E
         store = open_store(resolved.database_url)
         try:
             result = sync_mapping(
-                store, config, resolved, make_runtime(resolved), mapping, full=full, now=now,
+                store,
+                config,
+                resolved,
+                make_runtime(resolved),
+                mapping,
+                full=full,
+                now=now,
                 progress=Progress(echo, mapping),
             )
         finally:

@@ -44,15 +44,34 @@ def _cell(value: Any) -> str:
 def render_status(rows: list[dict[str, Any]]) -> str:
     if not rows:
         return "no runs yet: try `audience-sync run` or `audience-sync demo`"
-    header = ("step", "mapping", "finished (UTC)", "outcome", "pulled", "bad", "desired", "added", "removed",
-              "rejected", "secs")
+    header = (
+        "step",
+        "mapping",
+        "finished (UTC)",
+        "outcome",
+        "pulled",
+        "bad",
+        "desired",
+        "added",
+        "removed",
+        "rejected",
+        "secs",
+    )
     table = [header]
     for r in rows:
         table.append(
             (
-                r["step"], r["mapping"], _cell(r["finished_at"] or "running…"), r["outcome"], _cell(r["pulled"]),
-                _cell(r["bad_records"]), _cell(r["desired"]), _cell(r["added"]), _cell(r["removed"]),
-                _cell(r["rejected"]), _cell(r["seconds"]),
+                r["step"],
+                r["mapping"],
+                _cell(r["finished_at"] or "running…"),
+                r["outcome"],
+                _cell(r["pulled"]),
+                _cell(r["bad_records"]),
+                _cell(r["desired"]),
+                _cell(r["added"]),
+                _cell(r["removed"]),
+                _cell(r["rejected"]),
+                _cell(r["seconds"]),
             )
         )
     widths = [max(len(str(row[i])) for row in table) for i in range(len(header))]

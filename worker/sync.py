@@ -161,7 +161,9 @@ class MappingSync:
         ordered = sorted(desired)
         size = self.destination.batch_size
         outcome = self.destination.replace(
-            self.mapping.audience, ([desired[i] for i in chunk] for chunk in batches(ordered, size)), self.options
+            self.mapping.audience,
+            ([desired[i] for i in chunk] for chunk in batches(ordered, size)),
+            self.options,
         )
         accepted = set(outcome.accepted)
         gone = [i for i in acknowledged if i not in accepted]
@@ -186,10 +188,17 @@ class MappingSync:
         self._record_rejections(result, op, outcome, keys)
         self.progress(result.counts())
 
-    def _record_rejections(self, result: SyncResult, op: str, outcome: BatchResult, keys: dict[str, str]) -> None:
+    def _record_rejections(
+        self, result: SyncResult, op: str, outcome: BatchResult, keys: dict[str, str]
+    ) -> None:
         rows = [
-            {"identity": r.identity, "customer_key": keys.get(r.identity, ""), "operation": op, "code": r.code,
-             "reason": r.reason}
+            {
+                "identity": r.identity,
+                "customer_key": keys.get(r.identity, ""),
+                "operation": op,
+                "code": r.code,
+                "reason": r.reason,
+            }
             for r in outcome.rejected
         ]
         if rows:
@@ -200,11 +209,18 @@ class MappingSync:
         self, result: SyncResult, op: str, batch: list[str], keys: dict[str, str], exc: ConnectorError
     ) -> None:
         rows = [
-            {"identity": i, "customer_key": keys.get(i, ""), "operation": op, "code": exc.code or "refused",
-             "reason": exc.message}
+            {
+                "identity": i,
+                "customer_key": keys.get(i, ""),
+                "operation": op,
+                "code": exc.code or "refused",
+                "reason": exc.message,
+            }
             for i in batch
         ]
         self.store.record_rejections(self.mapping.name, self.run_id, rows)
         result.rejected += len(rows)
         result.pending_removes -= len(batch)
-        log.warning("mapping %s: %s of %d members refused: %s", self.mapping.name, op, len(batch), exc.message)
+        log.warning(
+            "mapping %s: %s of %d members refused: %s", self.mapping.name, op, len(batch), exc.message
+        )

@@ -21,6 +21,11 @@ log = logging.getLogger(__name__)
 install_log_redaction()
 
 
+def _renew(lock: RedisLock) -> None:
+    if not lock.renew():
+        log.warning("lock %s was lost (expired while working); another worker may start", lock.key)
+
+
 def _too_many_deliveries(task: Task, kind: str, mapping: str | None) -> bool:
     """Poison-task guard: a task that kills its worker every time is given up after a few tries."""
     ctx = context()
@@ -31,7 +36,9 @@ def _too_many_deliveries(task: Task, kind: str, mapping: str | None) -> bool:
     ctx.redis.expire(key, 86400)
     if count > ctx.settings.max_deliveries:
         run_id = ctx.store.start_run(kind, mapping, task_id)
-        ctx.store.finish_run(run_id, "failed", {}, f"given up after {count - 1} deliveries (worker lost each time)")
+        ctx.store.finish_run(
+            run_id, "failed", {}, f"given up after {count - 1} deliveries (worker lost each time)"
+        )
         return True
     return False
 
@@ -54,7 +61,7 @@ def cycle_task(self: Task, reread_hours: float = 0.0) -> dict[str, Any]:
             ctx.runtime,
             task_id=self.request.id,
             reread_hours=reread_hours,
-            progress=lambda _: lock.renew(),
+            progress=lambda _: _renew(lock),
         )
         lock.renew()
         recomputed = recompute(ctx.store, ctx.config, utc_now(), task_id=self.request.id)
@@ -71,7 +78,9 @@ def sync_mapping_task(self: Task, mapping: str, full: bool = False) -> dict[str,
     ctx = context()
     if _too_many_deliveries(self, "sync", mapping):
         return {"status": "given_up"}
-    lock = RedisLock(ctx.redis, f"{ctx.settings.key_prefix}:lock:sync:{mapping}", ctx.settings.lock_ttl_seconds)
+    lock = RedisLock(
+        ctx.redis, f"{ctx.settings.key_prefix}:lock:sync:{mapping}", ctx.settings.lock_ttl_seconds
+    )
     if not lock.acquire():
         # never a countdown longer than the visibility timeout: that would deliver the task twice
         countdown = min(30, max(1, ctx.settings.visibility_timeout_seconds // 4))
@@ -85,8 +94,13 @@ def sync_mapping_task(self: Task, mapping: str, full: bool = False) -> dict[str,
             mapping,
             full=full,
             task_id=self.request.id,
-            progress=lambda _: lock.renew(),
+            progress=lambda _: _renew(lock),
         )
     finally:
         lock.release()
-    return {"status": result.status, "added": result.added, "removed": result.removed, "rejected": result.rejected}
+    return {
+        "status": result.status,
+        "added": result.added,
+        "removed": result.removed,
+        "rejected": result.rejected,
+    }

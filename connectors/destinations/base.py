@@ -50,8 +50,9 @@ AudienceKind = Literal["email", "ads", "file"]
 
 class Destination(ABC):
     kind: ClassVar[str]
-    audience_kind: ClassVar[AudienceKind]
-    batch_size: ClassVar[int]
+    #: instance-level so a configurable destination (file) can set them from its config
+    audience_kind: AudienceKind
+    batch_size: int
     Config: ClassVar[type[DestinationConfig]] = DestinationConfig
     Options: ClassVar[type[MappingOptions]] = MappingOptions
     #: a full replace can be done natively (Meta usersreplace); otherwise the engine diffs

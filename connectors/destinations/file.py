@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Literal
 
 from connectors.destinations.base import (
+    AudienceKind,
     BatchResult,
     Destination,
     DestinationConfig,
@@ -69,7 +70,7 @@ def read_audience(path: Path) -> set[str]:
 @register_destination("file")
 class FileDestination(Destination):
     kind = "file"
-    audience_kind = "ads"
+    audience_kind: AudienceKind = "ads"
     batch_size = 1000
     Config = FileConfig
 
@@ -77,8 +78,8 @@ class FileDestination(Destination):
         super().__init__(name, config, runtime)  # type: ignore[arg-type]
         assert isinstance(config, FileConfig)
         self.file_config = config
-        self.audience_kind = config.audience_kind  # type: ignore[misc]
-        self.batch_size = config.batch_size  # type: ignore[misc]
+        self.audience_kind = config.audience_kind
+        self.batch_size = config.batch_size
 
     def identity(self, member: Member, options: MappingOptions) -> str:
         assert member.email is not None or member.phone is not None

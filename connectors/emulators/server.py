@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import random
 import re
@@ -192,10 +193,8 @@ class EmulatorServer:
                     response = Response(500, {"error": f"emulator fault: {type(exc).__name__}: {exc}"})
                 if response is None:
                     self.close_connection = True
-                    try:
+                    with contextlib.suppress(OSError):
                         self.connection.shutdown(socket.SHUT_RDWR)
-                    except OSError:
-                        pass
                     return
                 if response.raw is not None:
                     payload = response.raw

@@ -105,8 +105,9 @@ def default_definitions(w: Windows) -> dict[str, SegmentDefinition]:
     for group in RFM_GROUPS:
         raw[f"rfm_{group}"] = {
             "description": f"RFM group {group}: (R, F) score cells {_cells(group)}. Scores 1-5 are "
-            "quintiles over customers with a counted order (rank with ties broken by customer key; "
-            "R by last order time, most recent = 5; F by order count; M by revenue).",
+            "quintiles over the n customers with a counted order: score = ceil(5 * rank / n), rank 1..n "
+            "ascending, ties broken by customer key; R ranks last order time (most recent = 5), F order "
+            "count, M revenue.",
             "rfm": {"group": [group]},
         }
     return {name: parse_definition(name, body) for name, body in raw.items()}

@@ -67,12 +67,12 @@ def _in_range(values: Floats, bounds: Range) -> Mask:
 
 
 def quintile_scores(values: npt.NDArray[np.generic]) -> npt.NDArray[np.int64]:
-    """Scores 1..5 by rank (ties in position order, i.e. by customer key): floor(5 * rank0 / n) + 1."""
+    """Scores 1..5 by rank 1..n (ties in position order, i.e. by customer key): ceil(5 * rank / n)."""
     n = len(values)
     if n == 0:
         return np.empty(0, np.int64)
-    rank0 = pd.Series(values).rank(method="first").to_numpy(np.int64) - 1
-    scores: npt.NDArray[np.int64] = ((rank0 * 5) // n + 1).astype(np.int64)
+    rank = pd.Series(values).rank(method="first").to_numpy(np.int64)
+    scores: npt.NDArray[np.int64] = ((rank * 5 + n - 1) // n).astype(np.int64)
     return scores
 
 

@@ -99,6 +99,11 @@ def _coerce(frame: pd.DataFrame, name: str, column: str, kind: str) -> pd.Series
                 raise FrameSchemaError(f"{where} must be booleans, got {series.dtype}") from exc
         raise FrameSchemaError(f"{where} must be booleans without missing values")
     if kind in ("float64", "int64"):
+        if series.dtype == object:  # e.g. rows from a database driver (Decimal, int)
+            try:
+                series = pd.to_numeric(series, errors="raise")
+            except (TypeError, ValueError) as exc:
+                raise FrameSchemaError(f"{where} must be numeric") from exc
         if not pd.api.types.is_numeric_dtype(series.dtype) or series.dtype == bool:
             raise FrameSchemaError(f"{where} must be numeric, got {series.dtype}")
         if series.isna().any():

@@ -55,7 +55,9 @@ class Store:
         self.dialect = engine.dialect.name
 
     # -- helpers -------------------------------------------------------------------
-    def _upsert(self, conn: Connection, table: Table, rows: Sequence[Mapping[str, Any]], keys: list[str]) -> None:
+    def _upsert(
+        self, conn: Connection, table: Table, rows: Sequence[Mapping[str, Any]], keys: list[str]
+    ) -> None:
         if not rows:
             return
         insert = postgresql.insert if self.dialect == "postgresql" else sqlite.insert
@@ -63,8 +65,10 @@ class Store:
         for chunk in _chunks(rows):
             stmt = insert(table).values(list(chunk))
             updates = {c: stmt.excluded[c] for c in columns if c not in keys}
-            stmt = stmt.on_conflict_do_update(index_elements=keys, set_=updates) if updates else (
-                stmt.on_conflict_do_nothing(index_elements=keys)
+            stmt = (
+                stmt.on_conflict_do_update(index_elements=keys, set_=updates)
+                if updates
+                else (stmt.on_conflict_do_nothing(index_elements=keys))
             )
             conn.execute(stmt)
 
@@ -124,15 +128,34 @@ class Store:
             return pd.DataFrame(result.fetchall(), columns=columns)
 
     def orders_frame(self) -> pd.DataFrame:
-        cols = ["order_id", "customer_id", "email", "created_at", "total", "currency", "cancelled", "test",
-                "has_discount", "channel", "accepts_marketing"]
+        cols = [
+            "order_id",
+            "customer_id",
+            "email",
+            "created_at",
+            "total",
+            "currency",
+            "cancelled",
+            "test",
+            "has_discount",
+            "channel",
+            "accepts_marketing",
+        ]
         frame = self._frame(schema.orders, cols)
         frame["created_at"] = pd.to_datetime(frame["created_at"], utc=True)
         return frame
 
     def customers_frame(self) -> pd.DataFrame:
-        cols = ["customer_id", "email", "phone", "first_name", "last_name", "country", "email_consent",
-                "last_engaged_at"]
+        cols = [
+            "customer_id",
+            "email",
+            "phone",
+            "first_name",
+            "last_name",
+            "country",
+            "email_consent",
+            "last_engaged_at",
+        ]
         frame = self._frame(schema.customers, cols)
         frame["last_engaged_at"] = pd.to_datetime(frame["last_engaged_at"], utc=True)
         return frame
@@ -171,26 +194,33 @@ class Store:
                     )
                 for chunk in _chunks(sorted(joined), 5000):
                     conn.execute(
-                        schema.segment_members.insert(), [{"segment": segment, "customer_key": k} for k in chunk]
+                        schema.segment_members.insert(),
+                        [{"segment": segment, "customer_key": k} for k in chunk],
                     )
                 changes[segment] = {"size": len(new), "joined": len(joined), "left": len(left)}
             stale = conn.execute(select(schema.segment_members.c.segment).distinct()).scalars().all()
             for segment in set(stale) - set(members):
-                conn.execute(delete(schema.segment_members).where(schema.segment_members.c.segment == segment))
+                conn.execute(
+                    delete(schema.segment_members).where(schema.segment_members.c.segment == segment)
+                )
         return changes
 
     def segment_keys(self, segment: str) -> set[str]:
         with self.engine.connect() as conn:
             return set(
                 conn.execute(
-                    select(schema.segment_members.c.customer_key).where(schema.segment_members.c.segment == segment)
+                    select(schema.segment_members.c.customer_key).where(
+                        schema.segment_members.c.segment == segment
+                    )
                 ).scalars()
             )
 
     def segment_sizes(self) -> dict[str, int]:
         with self.engine.connect() as conn:
             rows = conn.execute(
-                select(schema.segment_members.c.segment, func.count()).group_by(schema.segment_members.c.segment)
+                select(schema.segment_members.c.segment, func.count()).group_by(
+                    schema.segment_members.c.segment
+                )
             ).all()
         return {str(segment): int(n) for segment, n in rows}
 
@@ -264,13 +294,18 @@ class Store:
     def pause(self, mapping: str, not_before: datetime, reason: str) -> None:
         with self.engine.begin() as conn:
             self._upsert(
-                conn, schema.pauses, [{"mapping": mapping, "not_before": not_before, "reason": reason}], ["mapping"]
+                conn,
+                schema.pauses,
+                [{"mapping": mapping, "not_before": not_before, "reason": reason}],
+                ["mapping"],
             )
 
     def paused_until(self, mapping: str, now: datetime) -> datetime | None:
         with self.engine.begin() as conn:
             value = as_utc(
-                conn.execute(select(schema.pauses.c.not_before).where(schema.pauses.c.mapping == mapping)).scalar()
+                conn.execute(
+                    select(schema.pauses.c.not_before).where(schema.pauses.c.mapping == mapping)
+                ).scalar()
             )
             if value is not None and value <= now:
                 conn.execute(delete(schema.pauses).where(schema.pauses.c.mapping == mapping))
@@ -282,10 +317,17 @@ class Store:
         with self.engine.begin() as conn:
             result = conn.execute(
                 schema.runs.insert().values(
-                    kind=kind, mapping=mapping, task_id=task_id, started_at=utcnow(), status="running", counts="{}"
+                    kind=kind,
+                    mapping=mapping,
+                    task_id=task_id,
+                    started_at=utcnow(),
+                    status="running",
+                    counts="{}",
                 )
             )
-            return int(result.inserted_primary_key[0])
+            key = result.inserted_primary_key
+            assert key is not None
+            return int(key[0])
 
     def mark_interrupted(self, kind: str, mapping: str | None) -> int:
         """Close rows left ``running`` by a killed worker; call only while holding the step's lock."""
@@ -295,15 +337,21 @@ class Store:
             result = conn.execute(
                 update(schema.runs)
                 .where(r.kind == kind, condition, r.status == "running")
-                .values(status="interrupted", finished_at=utcnow(), error="worker stopped mid-run; resumed later")
+                .values(
+                    status="interrupted", finished_at=utcnow(), error="worker stopped mid-run; resumed later"
+                )
             )
         return int(result.rowcount or 0)
 
     def update_run(self, run_id: int, counts: Mapping[str, Any]) -> None:
         with self.engine.begin() as conn:
-            conn.execute(update(schema.runs).where(schema.runs.c.id == run_id).values(counts=json.dumps(counts)))
+            conn.execute(
+                update(schema.runs).where(schema.runs.c.id == run_id).values(counts=json.dumps(counts))
+            )
 
-    def finish_run(self, run_id: int, status: str, counts: Mapping[str, Any], error: str | None = None) -> None:
+    def finish_run(
+        self, run_id: int, status: str, counts: Mapping[str, Any], error: str | None = None
+    ) -> None:
         with self.engine.begin() as conn:
             conn.execute(
                 update(schema.runs)
@@ -315,7 +363,10 @@ class Store:
         if not items:
             return
         now = utcnow()
-        rows = [{"run_id": run_id, "source": source, "ref": ref, "reason": reason, "at": now} for ref, reason in items]
+        rows = [
+            {"run_id": run_id, "source": source, "ref": ref, "reason": reason, "at": now}
+            for ref, reason in items
+        ]
         with self.engine.begin() as conn:
             for chunk in _chunks(rows):
                 conn.execute(schema.problems.insert(), list(chunk))
@@ -323,7 +374,9 @@ class Store:
     def problems(self, run_id: int) -> list[tuple[str, str]]:
         p = schema.problems.c
         with self.engine.connect() as conn:
-            return [(r.ref, r.reason) for r in conn.execute(select(p.ref, p.reason).where(p.run_id == run_id))]
+            return [
+                (r.ref, r.reason) for r in conn.execute(select(p.ref, p.reason).where(p.run_id == run_id))
+            ]
 
     @staticmethod
     def _run(row: Any) -> RunRow:
