@@ -202,13 +202,6 @@ class ShopifyEmulator(EmulatorServer):
         self.throttled_count = 0
         self.route("POST", "/admin/api/{version}/graphql.json", self.graphql)
 
-    def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
-        url = super().start(host, port)
-        # headers and body go out in two writes; with Nagle on, each answer waits ~40 ms for an ACK
-        assert self._httpd is not None
-        self._httpd.RequestHandlerClass.disable_nagle_algorithm = True  # type: ignore[attr-defined]
-        return url
-
     # -- auth and faults ---------------------------------------------------------------------------
     def authorised(self, request: Request) -> bool:
         return request.header("X-Shopify-Access-Token") == self.token

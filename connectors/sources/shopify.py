@@ -43,7 +43,7 @@ log = logging.getLogger(__name__)
 MAX_QUERY_COST = 1000
 #: Shopify stops cursor paging after this many objects; a window restarts the query before it
 PAGING_LIMIT = 25_000
-LINE_ITEMS_PER_ORDER = 50
+LINE_ITEMS_PER_ORDER = 25
 
 CUSTOMERS_QUERY = """
 query Customers($first: Int!, $after: String, $query: String) {

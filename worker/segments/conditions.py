@@ -267,9 +267,7 @@ def parse_condition(raw: object, where: str) -> Condition:
             bad = [g for g in groups if g not in RFM_GROUPS]
             if bad:
                 raise _fail(f"{at}.group", f"unknown RFM group {bad[0]!r}", ", ".join(RFM_GROUPS))
-        scores = {
-            k: _range(table[k], f"{at}.{k}", integer=True, lo=1, hi=5) for k in ("r", "f", "m") if k in table
-        }
+        scores = {k: _range(table[k], f"{at}.{k}", integer=True, lo=1, hi=5) for k in ("r", "f", "m") if k in table}
         return Rfm(groups, scores.get("r"), scores.get("f"), scores.get("m"))
     if kind == "bought":
         table = _table(value, at, ("product_ids", "skus", "within_days"))

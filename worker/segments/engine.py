@@ -170,9 +170,7 @@ class _Evaluator:
 
     def _bought(self, cond: Bought) -> Mask:
         bought = self.table.purchases
-        hit = (
-            bought["product_id"].isin(cond.product_ids).to_numpy() | bought["sku"].isin(cond.skus).to_numpy()
-        )
+        hit = bought["product_id"].isin(cond.product_ids).to_numpy() | bought["sku"].isin(cond.skus).to_numpy()
         if cond.within_days:
             age = self.today - _days(bought["last_bought_at"])
             hit &= age < cond.within_days
@@ -229,9 +227,7 @@ def pareto_mask(revenue: npt.NDArray[np.int64], share: float) -> Mask:
     return mask
 
 
-def compute_segments(
-    table: CustomerTable, now: datetime, config: SegmentsConfig | None = None
-) -> dict[str, pd.Index]:
+def compute_segments(table: CustomerTable, now: datetime, config: SegmentsConfig | None = None) -> dict[str, pd.Index]:
     """Members (customer keys, sorted) of every resolved segment at ``now``."""
     definitions = (config or SegmentsConfig()).resolved()
     evaluator = _Evaluator(table, now, definitions)

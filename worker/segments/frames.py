@@ -87,7 +87,7 @@ def _coerce(frame: pd.DataFrame, name: str, column: str, kind: str) -> pd.Series
         return converted
     if kind == "str":
         if series.dtype == object or isinstance(series.dtype, pd.StringDtype) or series.isna().all():
-            return series.astype("str").where(series.notna())
+            return series  # left as given: converting millions of strings costs more than it checks
         raise FrameSchemaError(f"{where} must hold strings, got {series.dtype}")
     if kind in ("bool", "boolean"):
         if series.dtype == bool:
@@ -130,9 +130,9 @@ def validate_frame(
     for column, kind in (optional or {}).items():
         if column in frame.columns:
             wanted[column] = kind
-    out = pd.DataFrame(
-        {column: _coerce(frame, name, column, kind) for column, kind in wanted.items()}
-    ).reset_index(drop=True)
+    out = pd.DataFrame({column: _coerce(frame, name, column, kind) for column, kind in wanted.items()}).reset_index(
+        drop=True
+    )
     if unique is not None:
         if out[unique].isna().any():
             raise FrameSchemaError(f"{name}.{unique} has missing values")

@@ -27,6 +27,7 @@ NS_PER_DAY = 86_400 * 10**9
 MICROS = 1_000_000
 
 IntArray = npt.NDArray[np.int64]
+ObjArray = npt.NDArray[np.object_]
 
 #: columns of :attr:`CustomerTable.frame`, indexed by ``customer_key`` (sorted, unique)
 TABLE_COLUMNS = (
@@ -82,7 +83,7 @@ def _to_ts(ns: IntArray, valid: npt.NDArray[np.bool_]) -> pd.DatetimeIndex:
 
 
 def _extreme_rows(
-    codes: IntArray, ns: IntArray, order_ids: npt.NDArray[np.object_], n: int, *, latest: bool
+    codes: IntArray, ns: IntArray, order_ids: ObjArray, n: int, *, latest: bool
 ) -> tuple[IntArray, IntArray]:
     """(code, row) of each code's earliest/latest row by (created_at, order_id), deterministic."""
     if len(codes) == 0:
@@ -90,42 +91,62 @@ def _extreme_rows(
     grouped = pd.Series(ns).groupby(codes)
     ext = (grouped.max() if latest else grouped.min()).reindex(range(n), fill_value=0).to_numpy(np.int64)
     cand = np.flatnonzero(ns == ext[codes])
-    pick = pd.DataFrame({"code": codes[cand], "oid": order_ids[cand], "row": cand})
-    pick = pick.sort_values(["code", "oid"], ascending=[True, not latest], kind="stable")
-    pick = pick.drop_duplicates("code")
-    return pick["code"].to_numpy(np.int64), pick["row"].to_numpy(np.int64)
+    cand_codes = codes[cand]
+    tied = np.bincount(cand_codes, minlength=n)[cand_codes] > 1
+    if tied.any():  # same timestamp: order_id decides (rare, so the string sort stays small)
+        pick = pd.DataFrame({"code": cand_codes[tied], "oid": order_ids[cand[tied]], "row": cand[tied]})
+        pick = pick.sort_values(["code", "oid"], ascending=[True, not latest], kind="stable")
+        pick = pick.drop_duplicates("code")
+        cand = np.concatenate([cand[~tied], pick["row"].to_numpy(np.int64)])
+        cand_codes = codes[cand]
+    return cand_codes, cand
 
 
-def _fill_from_orders(
-    target: pd.Series,
-    values: pd.Series,
-    codes: IntArray,
-    ns: IntArray,
-    oids: npt.NDArray[np.object_],
-    n: int,
-) -> pd.Series:
-    """Fill missing ``target`` entries with the value on each key's latest order that has one."""
-    has = values.notna().to_numpy()
+def _latest_value(values: ObjArray, codes: IntArray, ns: IntArray, oids: ObjArray, n: int) -> ObjArray:
+    """Per code, the value on its latest row that has one (None where no row has one)."""
+    has = ~pd.isna(values)
     c, rows = _extreme_rows(codes[has], ns[has], oids[has], n, latest=True)
-    latest = pd.Series(pd.NA, index=range(n), dtype="object")
-    latest.iloc[c] = values.to_numpy(dtype=object)[has][rows]
-    out = target.astype("object").where(target.notna(), latest.to_numpy())
-    return out.astype("str").where(out.notna())
+    out = np.full(n, None, dtype=object)
+    out[c] = values[has][rows]
+    return out
 
 
-def _resolve_keys(orders: pd.DataFrame, customers: pd.DataFrame) -> pd.Series:
-    cid, email = orders["customer_id"], orders["email"]
+def _resolve_keys(cid: ObjArray, email: ObjArray, customers: pd.DataFrame) -> ObjArray:
+    """Customer key per order row (None where the order has neither id nor email)."""
+    key = cid.copy()
+    guest = pd.isna(cid) & ~pd.isna(email)
+    if not guest.any():
+        return key
+    guest_emails = pd.Series(email[guest], dtype=object)
     known = customers.loc[customers["email"].notna(), ["email", "customer_id"]]
-    registered = orders.loc[cid.notna() & email.notna(), ["email", "customer_id"]]
-    registered = registered[~registered["email"].isin(known["email"])]
+    registered = ~pd.isna(cid) & ~pd.isna(email)
+    wanted = pd.Index(guest_emails.unique()).difference(pd.Index(known["email"]))
+    pairs = pd.DataFrame({"email": email[registered], "customer_id": cid[registered]}, dtype=object)
+    pairs = pairs[pairs["email"].isin(wanted).to_numpy()]
     mapping = (
-        pd.concat([known, registered])
+        pd.concat([known.astype(object), pairs])
         .sort_values(["email", "customer_id"], kind="stable")
         .drop_duplicates("email")
         .set_index("email")["customer_id"]
     )
-    key = cid.where(cid.notna(), email.map(mapping))
-    return key.where(key.notna(), email)
+    mapped = guest_emails.map(mapping).to_numpy(dtype=object)
+    key[guest] = np.where(pd.isna(mapped), email[guest], mapped)
+    return key
+
+
+def _sorted_codes(customer_ids: ObjArray, order_keys: ObjArray) -> tuple[ObjArray, IntArray, IntArray]:
+    """Sorted unique keys, and the position in them of every customer row and every order row."""
+    codes, uniques = pd.factorize(np.concatenate([customer_ids, order_keys]))
+    uniques = np.asarray(uniques, dtype=object)
+    order = np.argsort(uniques, kind="stable")
+    rank = np.empty(len(order), dtype=np.int64)
+    rank[order] = np.arange(len(order))
+    positions = rank[codes]
+    return uniques[order], positions[: len(customer_ids)], positions[len(customer_ids) :]
+
+
+def _str_column(values: ObjArray, index: pd.Index) -> pd.Series:
+    return pd.Series(values, index=index, dtype=object).astype("str").where(~pd.isna(values))
 
 
 def build_customer_table(
@@ -136,83 +157,80 @@ def build_customer_table(
     customers = validate_customers(customers)
     lines = validate_lines(lines if lines is not None else empty_lines())
 
-    orders = orders[~orders["test"].to_numpy()]
-    orders = orders.assign(key=_resolve_keys(orders, customers))
-    orders = orders[orders["key"].notna().to_numpy()].reset_index(drop=True)
-
-    all_keys = np.concatenate(
-        [customers["customer_id"].to_numpy(dtype=object), orders["key"].to_numpy(dtype=object)]
-    )
-    keys = pd.Index(pd.unique(all_keys)).sort_values().astype("str")
-    keys.name = "customer_key"
-    n = len(keys)
-    codes = keys.get_indexer(orders["key"]).astype(np.int64)
-    ns = _ns(orders["created_at"])
+    live = ~orders["test"].to_numpy(dtype=bool)
+    cid = orders["customer_id"].to_numpy(dtype=object)[live]
+    key = _resolve_keys(cid, orders["email"].to_numpy(dtype=object)[live], customers)
+    keep = np.flatnonzero(live)[~pd.isna(key)]
+    key = key[~pd.isna(key)]
+    orders = orders.iloc[keep].reset_index(drop=True)
+    cid = orders["customer_id"].to_numpy(dtype=object)
     oids = orders["order_id"].to_numpy(dtype=object)
+    ns = _ns(orders["created_at"])
 
-    # identity and consent: the customers frame, completed from each key's latest orders
-    frame = customers.set_index("customer_id").reindex(keys)
-    in_customers = keys.isin(customers["customer_id"])
-    # a key not in the customers frame is a store id when some order carried it as customer_id
-    ids_on_orders = pd.Index(orders["customer_id"].dropna().unique())
-    cust_col = pd.Series(
-        np.where(in_customers | keys.isin(ids_on_orders), keys.to_numpy(dtype=object), None),
-        index=keys,
-        dtype="str",
-    )
-    out = pd.DataFrame(index=keys)
-    out["customer_id"] = cust_col
-    email = frame["email"].reset_index(drop=True)
-    email = email.where(email.notna() | cust_col.notna().to_numpy(), pd.Series(keys))
-    out["email"] = _fill_from_orders(email, orders["email"], codes, ns, oids, n).to_numpy()
-    phone = frame["phone"].reset_index(drop=True)
-    if "phone" in orders.columns:
-        phone = _fill_from_orders(phone, orders["phone"], codes, ns, oids, n)
-    out["phone"] = phone.to_numpy()
+    keys, cust_pos, codes = _sorted_codes(customers["customer_id"].to_numpy(dtype=object), key)
+    n = len(keys)
+    index = pd.Index(keys, name="customer_key", dtype="str")
+    in_customers = np.zeros(n, dtype=bool)
+    in_customers[cust_pos] = True
+    is_store_id = in_customers.copy()
+    is_store_id[codes[~pd.isna(cid)]] = True
+
+    def from_customers(column: str) -> ObjArray:
+        out = np.full(n, None, dtype=object)
+        out[cust_pos] = customers[column].to_numpy(dtype=object)
+        return out
+
+    out = pd.DataFrame(index=index)
+    out["customer_id"] = _str_column(np.where(is_store_id, keys, None), index)
+    email = from_customers("email")
+    email = np.where(is_store_id, email, keys)  # a guest key is its email
+    missing = pd.isna(email)
+    if missing.any():
+        email = np.where(missing, _latest_value(orders["email"].to_numpy(dtype=object), codes, ns, oids, n), email)
+    out["email"] = _str_column(email, index)
+    phone = from_customers("phone")
+    if "phone" in orders.columns and pd.isna(phone).any():
+        latest_phone = _latest_value(orders["phone"].to_numpy(dtype=object), codes, ns, oids, n)
+        phone = np.where(pd.isna(phone), latest_phone, phone)
+    out["phone"] = _str_column(phone, index)
     for column in ("first_name", "last_name", "country"):
-        out[column] = frame[column].to_numpy()
-    for column in ("email", "phone", "first_name", "last_name", "country"):
-        out[column] = out[column].astype("str").where(out[column].notna())
+        out[column] = _str_column(from_customers(column), index)
 
-    consent = frame["email_consent"].to_numpy(dtype=object)
-    consent = np.where(in_customers, consent, Consent.UNKNOWN.value)
+    consent = np.where(in_customers, from_customers("email_consent"), Consent.UNKNOWN.value)
     if "accepts_marketing" in orders.columns and len(orders):
         c, rows = _extreme_rows(codes, ns, oids, n, latest=True)
-        accepted = orders["accepts_marketing"].fillna(False).to_numpy(dtype=bool)[rows]
         subscribed = np.zeros(n, dtype=bool)
-        subscribed[c] = accepted
+        subscribed[c] = orders["accepts_marketing"].fillna(False).to_numpy(dtype=bool)[rows]
         consent = np.where(~in_customers & subscribed, Consent.SUBSCRIBED.value, consent)
-    out["email_consent"] = pd.Series(consent, index=keys, dtype="str")
+    out["email_consent"] = pd.Series(consent, index=index, dtype="str")
 
     # purchase aggregates over counted orders
-    counted = ~orders["cancelled"].to_numpy()
-    c_codes, c_ns = codes[counted], ns[counted]
+    counted = ~orders["cancelled"].to_numpy(dtype=bool)
+    c_codes, c_ns, c_oids = codes[counted], ns[counted], oids[counted]
     micros = np.round(orders["total"].to_numpy(np.float64)[counted] * MICROS).astype(np.int64)
     count = np.bincount(c_codes, minlength=n).astype(np.int64)
-    revenue_micros = _group_sum(c_codes, micros, n)
+    has_orders = count > 0
     grouped = pd.Series(c_ns).groupby(c_codes)
     first_i = grouped.min().reindex(range(n), fill_value=0).to_numpy(np.int64)
     last_i = grouped.max().reindex(range(n), fill_value=0).to_numpy(np.int64)
-    has_orders = count > 0
     out["first_order_at"] = _to_ts(first_i, has_orders)
     out["last_order_at"] = _to_ts(last_i, has_orders)
     out["order_count"] = count
-    out["revenue"] = revenue_micros / MICROS
+    out["revenue"] = _group_sum(c_codes, micros, n) / MICROS
     span_days = (last_i // NS_PER_DAY - first_i // NS_PER_DAY).astype(np.float64)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        out["mean_gap_days"] = np.where(count >= 2, span_days / np.maximum(count - 1, 1), np.nan)
-        discounted = np.bincount(
-            c_codes, weights=orders["has_discount"].to_numpy(bool)[counted].astype(np.float64), minlength=n
-        )
-        out["discount_share"] = np.where(has_orders, discounted / np.maximum(count, 1), np.nan)
-    first_channel = pd.Series(pd.NA, index=range(n), dtype="object")
-    c, rows = _extreme_rows(c_codes, c_ns, oids[counted], n, latest=False)
-    first_channel.iloc[c] = orders["channel"].to_numpy(dtype=object)[counted][rows]
-    out["first_channel"] = first_channel.astype("str").where(first_channel.notna()).to_numpy()
-    out["last_engaged_at"] = frame["last_engaged_at"].dt.as_unit("ns")
+    out["mean_gap_days"] = np.where(count >= 2, span_days / np.maximum(count - 1, 1), np.nan)
+    discounted = np.bincount(c_codes, weights=orders["has_discount"].to_numpy(dtype=bool)[counted], minlength=n)
+    out["discount_share"] = np.where(has_orders, discounted / np.maximum(count, 1), np.nan)
+    first_channel = np.full(n, None, dtype=object)
+    c, rows = _extreme_rows(c_codes, c_ns, c_oids, n, latest=False)
+    first_channel[c] = orders["channel"].to_numpy(dtype=object)[counted][rows]
+    out["first_channel"] = _str_column(first_channel, index)
+    engaged = np.full(n, np.iinfo(np.int64).min, dtype=np.int64)
+    engaged[cust_pos] = _ns(customers["last_engaged_at"])
+    out["last_engaged_at"] = _to_ts(engaged, engaged != np.iinfo(np.int64).min)
 
     compact = pd.DataFrame({"code": c_codes, "day": c_ns // NS_PER_DAY, "total_micros": micros})
-    purchases = _purchases(orders[counted].reset_index(drop=True), c_codes, lines, keys)
+    purchases = _purchases(c_oids, c_codes, c_ns, lines, keys)
     return CustomerTable(frame=out, orders=compact, purchases=purchases)
 
 
@@ -221,26 +239,29 @@ def _group_sum(codes: IntArray, values: IntArray, n: int) -> IntArray:
     return pd.Series(values).groupby(codes).sum().reindex(range(n), fill_value=0).to_numpy(np.int64)
 
 
-def _purchases(counted: pd.DataFrame, codes: IntArray, lines: pd.DataFrame, keys: pd.Index) -> pd.DataFrame:
-    pos = pd.Index(counted["order_id"]).get_indexer(lines["order_id"])
-    keep = (pos >= 0) & (lines["quantity"].to_numpy() > 0)
-    keep &= (lines["product_id"].notna() | lines["sku"].notna()).to_numpy()
-    pos = pos[keep]
+def _purchases(oids: ObjArray, codes: IntArray, ns: IntArray, lines: pd.DataFrame, keys: ObjArray) -> pd.DataFrame:
+    """(customer, product_id, sku) -> last time bought, from lines of counted orders with quantity > 0."""
+    columns = ["code", "customer_key", "product_id", "sku", "last_bought_at"]
+    if len(lines) == 0 or len(oids) == 0:
+        empty = pd.DataFrame({c: pd.Series([], dtype="str") for c in columns})
+        empty["code"] = empty["code"].astype(np.int64)
+        empty["last_bought_at"] = pd.Series([], dtype="datetime64[ns, UTC]")
+        return empty
+    pos = pd.Index(oids).get_indexer(lines["order_id"].to_numpy(dtype=object))
+    product = lines["product_id"].to_numpy(dtype=object)
+    sku = lines["sku"].to_numpy(dtype=object)
+    keep = (pos >= 0) & (lines["quantity"].to_numpy() > 0) & ~(pd.isna(product) & pd.isna(sku))
     bought = pd.DataFrame(
+        {"code": codes[pos[keep]], "product_id": product[keep], "sku": sku[keep], "ns": ns[pos[keep]]}
+    )
+    result = bought.groupby(["code", "product_id", "sku"], dropna=False, sort=True)["ns"].max().reset_index()
+    result_codes = result["code"].to_numpy(np.int64)
+    return pd.DataFrame(
         {
-            "code": codes[pos],
-            "product_id": lines["product_id"].to_numpy(dtype=object)[keep],
-            "sku": lines["sku"].to_numpy(dtype=object)[keep],
-            "last_bought_at": counted["created_at"].to_numpy()[pos],
+            "code": result_codes,
+            "customer_key": pd.Series(keys[result_codes], dtype="str"),
+            "product_id": result["product_id"].astype("str").where(result["product_id"].notna()),
+            "sku": result["sku"].astype("str").where(result["sku"].notna()),
+            "last_bought_at": _to_ts(result["ns"].to_numpy(np.int64), np.ones(len(result), dtype=bool)),
         }
     )
-    bought["last_bought_at"] = pd.to_datetime(bought["last_bought_at"], utc=True)
-    result = (
-        bought.groupby(["code", "product_id", "sku"], dropna=False, sort=True)["last_bought_at"]
-        .max()
-        .reset_index()
-    )
-    result.insert(1, "customer_key", keys.to_numpy(dtype=object)[result["code"].to_numpy(np.int64)])
-    for column in ("customer_key", "product_id", "sku"):
-        result[column] = result[column].astype("str").where(result[column].notna())
-    return result
