@@ -155,6 +155,42 @@ def hash_cmd(platform: str, kind: str, region: str | None) -> None:
 
 
 @main.command()
+@click.argument("email")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+def erase(email: str, yes: bool) -> None:
+    """Erase a person (by EMAIL) from the store and from every destination; keeps an audit row."""
+    from connectors.redact import mask_email
+    from worker.cycle import utc_now
+    from worker.erasure import ErasureError
+    from worker.erasure import erase as erase_person
+    from worker.factory import make_runtime
+    from worker.runner import prepared
+    from worker.store import open_store
+
+    if not yes:
+        click.confirm(f"Erase {mask_email(email)} everywhere? This cannot be undone.", abort=True)
+    settings = get_settings()
+    now = utc_now()
+    try:
+        with prepared(settings, now) as (config, resolved):
+            store = open_store(resolved.database_url)
+            try:
+                report = erase_person(store, config, resolved, make_runtime(resolved), email, now)
+            finally:
+                store.dispose()
+    except (ErasureError, ConfigFileError) as exc:
+        _fail(str(exc))
+        return
+    click.echo(
+        f"erasure #{report.erasure_id}: {report.orders_deleted} orders and {report.customer_records} "
+        "customer records deleted"
+    )
+    for name, outcome in report.destinations.items():
+        click.echo(f"  {name}: {'removed' if outcome['removed'] else 'NOT YET REMOVED'} ({outcome['outcome']})")
+    sys.exit(0 if report.complete else 1)
+
+
+@main.command()
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8000, show_default=True)
 def api(host: str, port: int) -> None:

@@ -14,6 +14,7 @@ import pandas as pd
 
 from connectors.destinations.base import Destination
 from connectors.errors import ConfigError, ConnectorError
+from connectors.identifiers import sha256_hex
 from connectors.records import Consent
 from connectors.runtime import Runtime
 from worker.config import AppConfig
@@ -40,6 +41,8 @@ class PullResult:
     rejected: int = 0
     warnings: int = 0
     pages: int = 0
+    #: records of erased people, dropped on arrival
+    suppressed: int = 0
     seconds: float = 0.0
     error: str | None = None
     run_id: int | None = None
@@ -53,6 +56,7 @@ class PullResult:
             "bad_records": self.rejected,
             "warnings": self.warnings,
             "pages": self.pages,
+            "suppressed": self.suppressed,
             "seconds": round(self.seconds, 3),
             **{f"source_{k}": v for k, v in self.source_stats.items()},
         }
@@ -65,6 +69,22 @@ class RecomputeResult:
     customers: int
     seconds: float
     run_id: int | None = None
+
+
+def suppress(checked: Validated, hashes: set[str], ids: set[str]) -> int:
+    """Drop rows of erased people (by email hash or customer id); returns how many."""
+
+    def erased(row: dict[str, Any]) -> bool:
+        email = row.get("email")
+        return row.get("customer_id") in ids or (email is not None and sha256_hex(email) in hashes)
+
+    before = len(checked.customers) + len(checked.orders)
+    checked.customers = [r for r in checked.customers if not erased(r)]
+    kept = [r for r in checked.orders if not erased(r)]
+    kept_ids = {r["order_id"] for r in kept}
+    checked.lines = [r for r in checked.lines if r["order_id"] in kept_ids]
+    checked.orders = kept
+    return before - len(checked.customers) - len(checked.orders)
 
 
 def pull(
@@ -85,6 +105,7 @@ def pull(
     started = time.monotonic()
     source = build_source(config.source, settings, runtime)
     overlap = timedelta(minutes=settings.overlap_minutes)
+    erased_hashes, erased_ids = store.suppressed()
     try:
         for stream in source.streams:
             watermark = store.get_watermark(source.kind, stream)
@@ -96,14 +117,14 @@ def pull(
                 checked = Validated()
                 validate_customers(page.customers, settings.default_phone_region, into=checked)
                 validate_orders(page.orders, into=checked)
+                if erased_hashes or erased_ids:
+                    result.suppressed += suppress(checked, erased_hashes, erased_ids)
                 if checked.customers:
                     store.upsert_customers(checked.customers)
                 if checked.orders:
                     store.upsert_orders(checked.orders, checked.lines)
                 problems = [(p.ref, p.reason) for p in page.problems] + checked.rejected
-                store.add_problems(
-                    run_id, source.kind, problems + [(r, f"warning: {w}") for r, w in checked.warnings]
-                )
+                store.add_problems(run_id, source.kind, problems + [(r, f"warning: {w}") for r, w in checked.warnings])
                 result.customers += len(checked.customers)
                 result.orders += len(checked.orders)
                 result.rejected += len(problems)
@@ -137,9 +158,7 @@ def profile_rows(table: pd.DataFrame) -> list[dict[str, Any]]:
     return frame.to_dict("records")  # type: ignore[return-value]
 
 
-def recompute(
-    store: Store, config: AppConfig, now: datetime, *, task_id: str | None = None
-) -> RecomputeResult:
+def recompute(store: Store, config: AppConfig, now: datetime, *, task_id: str | None = None) -> RecomputeResult:
     """Rebuild the customer table and every segment from the store, as of ``now``."""
     store.mark_interrupted("recompute", None)
     run_id = store.start_run("recompute", None, task_id)
@@ -180,9 +199,7 @@ def sync_mapping(
     store.mark_interrupted("sync", name)
     run_id = store.start_run("sync", name, task_id)
     if paused is not None and not full:
-        result = SyncResult(
-            name, status="paused", error=f"paused by the destination until {paused.isoformat()}"
-        )
+        result = SyncResult(name, status="paused", error=f"paused by the destination until {paused.isoformat()}")
         store.finish_run(run_id, result.status, result.counts(), result.error)
         return result
     dest = destination or build_destination(

@@ -33,7 +33,7 @@ from worker.segments.conditions import (
 )
 from worker.segments.config import SegmentDefinition, SegmentsConfig, check_graph
 from worker.segments.defaults import RFM_GRID
-from worker.segments.table import NS_PER_DAY, CustomerTable
+from worker.segments.table import NS_PER_DAY, CustomerTable, group_sum
 
 Mask = npt.NDArray[np.bool_]
 Floats = npt.NDArray[np.float64]
@@ -116,9 +116,8 @@ class _Evaluator:
             if within_days:
                 keep = (self.today - orders["day"].to_numpy(np.int64)) < within_days
                 code, micros = code[keep], micros[keep]
-            revenue = pd.Series(micros).groupby(code).sum().reindex(range(self.n), fill_value=0)
             self._window[within_days] = (
-                revenue.to_numpy(np.int64),
+                group_sum(code, micros, self.n),
                 np.bincount(code, minlength=self.n).astype(np.int64),
             )
         return self._window[within_days]

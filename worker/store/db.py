@@ -55,9 +55,7 @@ class Store:
         self.dialect = engine.dialect.name
 
     # -- helpers -------------------------------------------------------------------
-    def _upsert(
-        self, conn: Connection, table: Table, rows: Sequence[Mapping[str, Any]], keys: list[str]
-    ) -> None:
+    def _upsert(self, conn: Connection, table: Table, rows: Sequence[Mapping[str, Any]], keys: list[str]) -> None:
         if not rows:
             return
         insert = postgresql.insert if self.dialect == "postgresql" else sqlite.insert
@@ -179,9 +177,7 @@ class Store:
                 old = {
                     r[0]
                     for r in conn.execute(
-                        select(schema.segment_members.c.customer_key).where(
-                            schema.segment_members.c.segment == segment
-                        )
+                        select(schema.segment_members.c.customer_key).where(schema.segment_members.c.segment == segment)
                     )
                 }
                 joined, left = new - old, old - new
@@ -200,27 +196,21 @@ class Store:
                 changes[segment] = {"size": len(new), "joined": len(joined), "left": len(left)}
             stale = conn.execute(select(schema.segment_members.c.segment).distinct()).scalars().all()
             for segment in set(stale) - set(members):
-                conn.execute(
-                    delete(schema.segment_members).where(schema.segment_members.c.segment == segment)
-                )
+                conn.execute(delete(schema.segment_members).where(schema.segment_members.c.segment == segment))
         return changes
 
     def segment_keys(self, segment: str) -> set[str]:
         with self.engine.connect() as conn:
             return set(
                 conn.execute(
-                    select(schema.segment_members.c.customer_key).where(
-                        schema.segment_members.c.segment == segment
-                    )
+                    select(schema.segment_members.c.customer_key).where(schema.segment_members.c.segment == segment)
                 ).scalars()
             )
 
     def segment_sizes(self) -> dict[str, int]:
         with self.engine.connect() as conn:
             rows = conn.execute(
-                select(schema.segment_members.c.segment, func.count()).group_by(
-                    schema.segment_members.c.segment
-                )
+                select(schema.segment_members.c.segment, func.count()).group_by(schema.segment_members.c.segment)
             ).all()
         return {str(segment): int(n) for segment, n in rows}
 
@@ -303,14 +293,62 @@ class Store:
     def paused_until(self, mapping: str, now: datetime) -> datetime | None:
         with self.engine.begin() as conn:
             value = as_utc(
-                conn.execute(
-                    select(schema.pauses.c.not_before).where(schema.pauses.c.mapping == mapping)
-                ).scalar()
+                conn.execute(select(schema.pauses.c.not_before).where(schema.pauses.c.mapping == mapping)).scalar()
             )
             if value is not None and value <= now:
                 conn.execute(delete(schema.pauses).where(schema.pauses.c.mapping == mapping))
                 return None
             return value
+
+    # -- erasure ------------------------------------------------------------------------------
+    def erase_person(self, email: str, email_sha256: str) -> tuple[int, dict[str, Any]]:
+        """Delete a person's customer rows, orders, lines and profiles; record the audit row.
+
+        Returns the erasure id and what was deleted. The acknowledged rows stay until each
+        destination confirms the removal (that is how the sync knows whom to remove).
+        """
+        c, o, p = schema.customers.c, schema.orders.c, schema.profiles.c
+        with self.engine.begin() as conn:
+            customer_ids = list(conn.execute(select(c.customer_id).where(c.email == email)).scalars())
+            order_ids = list(
+                conn.execute(
+                    select(o.order_id).where((o.email == email) | o.customer_id.in_(customer_ids or [""]))
+                ).scalars()
+            )
+            for chunk in _chunks(order_ids):
+                conn.execute(delete(schema.order_lines).where(schema.order_lines.c.order_id.in_(chunk)))
+                conn.execute(delete(schema.orders).where(o.order_id.in_(chunk)))
+            conn.execute(delete(schema.customers).where(c.email == email))
+            keys = [email, *customer_ids]
+            conn.execute(delete(schema.profiles).where(p.customer_key.in_(keys) | (p.email == email)))
+            conn.execute(delete(schema.segment_members).where(schema.segment_members.c.customer_key.in_(keys)))
+            detail = {"customer_ids": customer_ids, "orders_deleted": len(order_ids), "keys": keys}
+            result = conn.execute(
+                schema.erasures.insert().values(
+                    email_sha256=email_sha256, requested_at=utcnow(), detail=json.dumps(detail)
+                )
+            )
+            key = result.inserted_primary_key
+            assert key is not None
+        return int(key[0]), detail
+
+    def complete_erasure(self, erasure_id: int, detail: Mapping[str, Any]) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(
+                update(schema.erasures)
+                .where(schema.erasures.c.id == erasure_id)
+                .values(completed_at=utcnow(), detail=json.dumps(detail))
+            )
+
+    def suppressed(self) -> tuple[set[str], set[str]]:
+        """Email hashes and customer ids erased: never stored again when a source sends them."""
+        hashes: set[str] = set()
+        ids: set[str] = set()
+        with self.engine.connect() as conn:
+            for digest, detail in conn.execute(select(schema.erasures.c.email_sha256, schema.erasures.c.detail)):
+                hashes.add(digest)
+                ids.update(json.loads(detail or "{}").get("customer_ids", []))
+        return hashes, ids
 
     # -- runs and problems -------------------------------------------------------------------
     def start_run(self, kind: str, mapping: str | None = None, task_id: str | None = None) -> int:
@@ -337,21 +375,15 @@ class Store:
             result = conn.execute(
                 update(schema.runs)
                 .where(r.kind == kind, condition, r.status == "running")
-                .values(
-                    status="interrupted", finished_at=utcnow(), error="worker stopped mid-run; resumed later"
-                )
+                .values(status="interrupted", finished_at=utcnow(), error="worker stopped mid-run; resumed later")
             )
         return int(result.rowcount or 0)
 
     def update_run(self, run_id: int, counts: Mapping[str, Any]) -> None:
         with self.engine.begin() as conn:
-            conn.execute(
-                update(schema.runs).where(schema.runs.c.id == run_id).values(counts=json.dumps(counts))
-            )
+            conn.execute(update(schema.runs).where(schema.runs.c.id == run_id).values(counts=json.dumps(counts)))
 
-    def finish_run(
-        self, run_id: int, status: str, counts: Mapping[str, Any], error: str | None = None
-    ) -> None:
+    def finish_run(self, run_id: int, status: str, counts: Mapping[str, Any], error: str | None = None) -> None:
         with self.engine.begin() as conn:
             conn.execute(
                 update(schema.runs)
@@ -363,10 +395,7 @@ class Store:
         if not items:
             return
         now = utcnow()
-        rows = [
-            {"run_id": run_id, "source": source, "ref": ref, "reason": reason, "at": now}
-            for ref, reason in items
-        ]
+        rows = [{"run_id": run_id, "source": source, "ref": ref, "reason": reason, "at": now} for ref, reason in items]
         with self.engine.begin() as conn:
             for chunk in _chunks(rows):
                 conn.execute(schema.problems.insert(), list(chunk))
@@ -374,9 +403,7 @@ class Store:
     def problems(self, run_id: int) -> list[tuple[str, str]]:
         p = schema.problems.c
         with self.engine.connect() as conn:
-            return [
-                (r.ref, r.reason) for r in conn.execute(select(p.ref, p.reason).where(p.run_id == run_id))
-            ]
+            return [(r.ref, r.reason) for r in conn.execute(select(p.ref, p.reason).where(p.run_id == run_id))]
 
     @staticmethod
     def _run(row: Any) -> RunRow:
