@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -57,3 +58,47 @@ def sqlite_url(tmp_path: Path) -> str:
 
 def make_settings(**overrides: object) -> Settings:
     return Settings(_env_file=None, **overrides)  # type: ignore[call-arg]
+
+
+# -- privacy: no email address or secret in any log line of the whole test run --------------------
+
+KNOWN_SECRETS = ("shpat_emulator_local_token_0001", "s3cret")
+
+
+class _LogCollector(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(level=logging.DEBUG)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self.lines.append(f"{record.name}: {record.getMessage()}")
+        except Exception:  # a broken format string must not break the run
+            self.lines.append(f"{record.name}: {record.msg!r}")
+
+
+LOG_COLLECTOR = _LogCollector()
+
+
+def leaks(lines: list[str], secrets: tuple[str, ...] = KNOWN_SECRETS) -> list[str]:
+    """Lines that contain an email address or a known secret."""
+    from connectors.redact import _EMAIL
+
+    return [line for line in lines if _EMAIL.search(line) or any(s in line for s in secrets)]
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    root = logging.getLogger()
+    root.addHandler(LOG_COLLECTOR)
+    if root.level > logging.DEBUG or root.level == logging.NOTSET:
+        root.setLevel(logging.DEBUG)
+    # deliberately no redaction filter here: the scan checks what our code itself writes
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    found = leaks(LOG_COLLECTOR.lines)
+    if found:
+        print(f"\nPRIVACY: {len(found)} log lines carry an email address or a secret, e.g.:")
+        for line in found[:5]:
+            print("   ", line[:200])
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED

@@ -7,10 +7,12 @@ from datetime import UTC, date, datetime
 from decimal import Decimal
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from worker.orders_csv import (
     CsvFormatError,
+    order_lines_frame,
     orders_frame,
     read_orders_csv,
     segments_from_csv,
@@ -46,6 +48,8 @@ def test_good_rows_parse_with_utc_times_and_booleans() -> None:
     frame = orders_frame(result.orders)
     assert frame["email"].tolist()[:2] == ["ann@example.com", "bob@example.com"]
     assert str(frame["created_at"].dtype) == "datetime64[ns, UTC]"
+    assert frame["accepts_marketing"].tolist()[:2] == [True, False] and pd.isna(frame["accepts_marketing"][2])
+    assert order_lines_frame(result.orders).empty
 
 
 def test_bad_rows_are_reported_by_line_and_the_rest_are_used() -> None:
@@ -92,6 +96,18 @@ def test_non_utf8_rows_are_reported_not_fatal() -> None:
     assert [o.order_id for o in result.orders] == ["1", "3"]
 
 
+def test_broken_quoting_is_reported_and_reading_goes_on() -> None:
+    text = (
+        "order_id,customer_id,created_at,total,currency\n"
+        "1,c1,2026-01-01,1,USD\n"
+        '2,"c2"x,2026-01-01,1,USD\n'  # line 3: text after a closing quote
+        "3,c3,2026-01-01,1,USD\n"
+    )
+    result = read(text)
+    assert [(p.ref, "quoting" in p.reason) for p in result.problems] == [("line 3", True)]
+    assert [o.order_id for o in result.orders] == ["1", "3"]
+
+
 def test_header_quirks_bom_case_spaces_and_extra_columns() -> None:
     text = "\ufeff Order_ID ,EMAIL,Created_At,Total,Currency,Extra\n1,a@x.io,2026-01-01,1,USD,whatever\n"
     result = read(text)
@@ -102,9 +118,7 @@ def test_header_quirks_bom_case_spaces_and_extra_columns() -> None:
 
 @pytest.mark.parametrize("missing", ["order_id", "created_at", "total", "currency"])
 def test_missing_required_column_is_named(missing: str) -> None:
-    columns = [
-        c for c in ["order_id", "customer_id", "email", "created_at", "total", "currency"] if c != missing
-    ]
+    columns = [c for c in ["order_id", "customer_id", "email", "created_at", "total", "currency"] if c != missing]
     with pytest.raises(CsvFormatError, match=f"'{missing}'"):
         read(",".join(columns) + "\n")
 

@@ -217,10 +217,7 @@ def test_product_segment_declared_by_user() -> None:
 def test_whales_pareto_and_top_percent() -> None:
     totals = {"a": 50.0, "b": 30.0, "c": 10.0, "d": 5.0, "e": 5.0, "old": 1000.0}
     frame = orders(
-        *(
-            {"customer_id": k, "created_at": ago(400 if k == "old" else 10), "total": v}
-            for k, v in totals.items()
-        )
+        *({"customer_id": k, "created_at": ago(400 if k == "old" else 10), "total": v} for k, v in totals.items())
     )
     table, result = run(frame)
     # window 365 days: a+b = 80 of 100
@@ -285,9 +282,7 @@ def test_user_definitions_override_and_reference_defaults() -> None:
     )
     assert members(result, "engaged_30d") == {"a", "b"}
     assert members(result, "quiet") == set()
-    config = SegmentsConfig.model_validate(
-        {"use_defaults": False, "definitions": {"x": {"order_count": {"min": 1}}}}
-    )
+    config = SegmentsConfig.model_validate({"use_defaults": False, "definitions": {"x": {"order_count": {"min": 1}}}})
     table = build_customer_table(frame, customers())
     assert list(compute_segments(table, NOW, config)) == ["x"]
 
@@ -325,3 +320,28 @@ def test_schema_errors_name_the_column() -> None:
     dup["order_id"] = "same"
     with pytest.raises(FrameSchemaError, match="duplicate"):
         build_customer_table(dup, customers())
+
+
+def test_shared_email_goes_to_smallest_customer_id_and_shorthands_parse() -> None:
+    frame = orders(
+        {"email": "dup@x.io", "created_at": ago(1)},
+        {"customer_id": "c7", "created_at": ago(400), "total": 70.0},
+    )
+    people = customers(
+        {"customer_id": "c5", "email": "dup@x.io", "last_engaged_at": ago(45)},
+        {"customer_id": "c4", "email": "dup@x.io", "email_consent": "PENDING"},
+    )
+    defs = {
+        "pending": {"consent": ["PENDING"]},
+        "opened_30_60": {"engaged_days": {"min": 30, "max": 60}},
+        "top_all_time": {"revenue_top_percent": 50},
+        "half_revenue_recent": {"revenue_pareto": {"share": 0.5, "within_days": 30}},
+    }
+    table, result = run(frame, people, definitions=defs)
+    assert table.frame.loc["c4", "order_count"] == 1 and table.frame.loc["c5", "order_count"] == 0
+    assert members(result, "pending") == {"c4"}
+    assert members(result, "opened_30_60") == {"c5"}
+    assert members(result, "top_all_time") == {"c7"}  # ceil(50% of 2 buyers) = 1
+    assert members(result, "half_revenue_recent") == {"c4"}  # c7's order is outside 30 days
+    with pytest.raises(ValueError, match="needs now"):
+        segment_revenue_share(table, result["buyers"], within_days=30)

@@ -54,9 +54,7 @@ def frames(rows: list[dict[str, Any]], engaged: dict[int, int]) -> tuple[pd.Data
 
 @FAST
 @given(order_rows, engagement)
-def test_recency_segments_partition_buyers_as_documented(
-    rows: list[dict[str, Any]], engaged: dict[int, int]
-) -> None:
+def test_recency_segments_partition_buyers_as_documented(rows: list[dict[str, Any]], engaged: dict[int, int]) -> None:
     table = build_customer_table(*frames(rows, engaged))
     result = compute_segments(table, NOW)
     engaged_set = set(result["engaged_30d"])
@@ -105,9 +103,7 @@ def test_whales_hold_the_target_share_and_are_minimal(rows: list[dict[str, Any]]
 
 @settings(FAST, max_examples=20)
 @given(order_rows, engagement, st.randoms(use_true_random=False))
-def test_results_do_not_depend_on_row_order(
-    rows: list[dict[str, Any]], engaged: dict[int, int], random: Any
-) -> None:
+def test_results_do_not_depend_on_row_order(rows: list[dict[str, Any]], engaged: dict[int, int], random: Any) -> None:
     order_frame, people = frames(rows, engaged)
     first = compute_segments(build_customer_table(order_frame, people), NOW)
     shuffled = order_frame.sample(frac=1.0, random_state=random.randint(0, 2**31)).reset_index(drop=True)

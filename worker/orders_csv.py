@@ -116,18 +116,14 @@ def _total(value: str, reasons: list[str]) -> Decimal | None:
 def _rows(text: str) -> Iterator[tuple[int, list[str] | None]]:
     """(first line of the record, fields) per record; fields None when the CSV syntax is broken."""
     reader = csv.reader(io.StringIO(text, newline=""), strict=True)
-    line = 0
     while True:
         start = reader.line_num + 1
         try:
             row = next(reader)
         except StopIteration:
             return
-        except csv.Error:
-            line = reader.line_num
+        except csv.Error:  # the reader has consumed the broken record's lines; carry on after it
             yield start, None
-            if reader.line_num == line and line < start:  # pragma: no cover - no progress possible
-                return
             continue
         yield start, row
 
@@ -156,7 +152,9 @@ def read_orders_csv(source: Source) -> CsvReadResult:
     seen: dict[str, int] = {}
     for line, fields in rows:
         if fields is None:
-            result.problems.append(Problem(f"line {line}", "malformed CSV (unbalanced quotes)"))
+            result.problems.append(
+                Problem(f"line {line}", "malformed CSV quoting; the record starting here was skipped")
+            )
             continue
         if not fields or (len(fields) == 1 and not fields[0].strip()):
             continue  # blank line
@@ -229,9 +227,9 @@ def orders_frame(records: Iterable[OrderRecord]) -> pd.DataFrame:
             "order_id": pd.Series([r.order_id for r in rows], dtype="str"),
             "customer_id": pd.Series([r.customer_id for r in rows], dtype="object"),
             "email": pd.Series([normalize_email(r.email) for r in rows], dtype="object"),
-            "created_at": pd.to_datetime(
-                pd.Series([r.created_at for r in rows], dtype="object"), utc=True
-            ).astype("datetime64[ns, UTC]"),
+            "created_at": pd.to_datetime(pd.Series([r.created_at for r in rows], dtype="object"), utc=True).astype(
+                "datetime64[ns, UTC]"
+            ),
             "total": pd.Series([float(r.total) for r in rows], dtype="float64"),
             "currency": pd.Series([r.currency for r in rows], dtype="str"),
             "cancelled": pd.Series([r.cancelled for r in rows], dtype="bool"),

@@ -2,7 +2,16 @@
 
 A condition is a table with exactly one key (its kind). Combine with ``all``, ``any`` and ``not``.
 Day ranges are inclusive bounds on ``age_days = today_utc - event_utc_date`` in whole days, so
-"within the last 30 days" is ``{max = 29}``. Nothing here is evaluated as code.
+"within the last 30 days" is ``{max = 29}``; an event dated after ``now``'s day has a negative age
+and so satisfies any ``max``. A missing value (no order, never engaged) satisfies no range.
+
+Kinds: ``segment = "name"``; ``last_order_days`` / ``first_order_days`` / ``engaged_days`` (email
+open/click) ``{min, max}``; ``order_count``, ``revenue``, ``discount_share`` ``{min, max}``;
+``revenue_top_percent = P`` or ``{percent, within_days}``; ``revenue_pareto = share`` or ``{share,
+within_days}``; ``rfm = {group = [...], r/f/m = {min, max}}``; ``bought = {product_ids, skus,
+within_days}``; ``first_channel = {in = [...], contains = [...]}`` (case-insensitive);
+``consent = {in = [...]}``; ``winback_due = k`` or ``{k}``. ``within_days`` counts events at age
+0..within_days-1 and defaults to all time. Nothing here is evaluated as code.
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
 """The frames the store hands to the segment engine: column schemas, empty frames and a validator.
 
-Strings use pandas' ``str`` dtype (missing = NaN/NA); timestamps are timezone-aware UTC (any
-resolution; ``ns`` is what the store produces). Emails are already normalized
+Text columns may be ``object`` or ``str`` dtype (missing = None/NaN/NA); timestamps are
+timezone-aware (converted to UTC; any resolution, ``ns`` is what the store produces); numeric columns
+may arrive as ``object`` from a database driver and are converted. Emails are already normalized
 (``connectors.identifiers.normalize_email``) or missing.
 """
 

@@ -10,6 +10,11 @@ Key resolution, per order (test orders are dropped first):
 Counted orders are the non-cancelled, non-test ones; only they enter counts, revenue and dates. A
 fully refunded order (current total 0) is still a counted order, with revenue 0. Day arithmetic is in
 whole UTC calendar days. Money is summed in integer micro-units, so results do not depend on row order.
+
+Identity and consent come from the customers frame; a key without a customers row (guests, and store
+ids only seen on orders, as in the CSV path) takes email/phone from its latest order that has one, and
+``email_consent`` SUBSCRIBED when its latest non-test order (cancelled ones included: consent given at
+checkout stands) has ``accepts_marketing`` true, else UNKNOWN.
 """
 
 from __future__ import annotations
@@ -31,9 +36,10 @@ ObjArray = npt.NDArray[np.object_]
 BoolArray = npt.NDArray[np.bool_]
 _NAT = np.iinfo(np.int64).min
 
-#: columns of :attr:`CustomerTable.frame`, indexed by ``customer_key`` (sorted, unique)
+#: columns of :attr:`CustomerTable.frame`, indexed by ``customer_key`` (sorted, unique). Text columns
+#: are object arrays of ``str`` with ``None`` for missing (cheaper than ``str`` dtype at 1M rows).
 TABLE_COLUMNS = (
-    "customer_id",  # store id, NA for keys that are only an email (guests)
+    "customer_id",  # store id, None for keys that are only an email (guests)
     "email",
     "phone",
     "first_name",
@@ -42,8 +48,8 @@ TABLE_COLUMNS = (
     "email_consent",  # a Consent value
     "first_order_at",  # first counted order, UTC (NaT without counted orders)
     "last_order_at",
-    "order_count",  # counted orders
-    "revenue",  # sum of current totals of counted orders
+    "order_count",  # counted orders (int64)
+    "revenue",  # sum of current totals of counted orders (float64; currencies are not converted)
     "mean_gap_days",  # (last - first order UTC day) / (order_count - 1); NaN below 2 orders
     "discount_share",  # share of counted orders with a discount; NaN without counted orders
     "first_channel",  # channel of the first counted order
@@ -134,6 +140,13 @@ def _resolve_keys(
     return key
 
 
+def _none_for_na(values: ObjArray) -> ObjArray:
+    """Missing strings as ``None`` (one spelling of missing in the table's object columns)."""
+    out = values.astype(object)
+    out[pd.isna(out)] = None
+    return out
+
+
 def _sorted_codes(customer_ids: ObjArray, order_keys: ObjArray) -> tuple[ObjArray, IntArray, IntArray]:
     """Sorted unique keys, and the position in them of every customer row and every order row."""
     codes, uniques = pd.factorize(np.concatenate([customer_ids, order_keys]))
@@ -178,12 +191,11 @@ def build_customer_table(
 
     def from_customers(name: str) -> ObjArray:
         out = np.full(n, None, dtype=object)
-        values = customers[name].to_numpy(dtype=object)
-        out[cust_pos] = np.where(pd.isna(values), None, values)
+        out[cust_pos] = _none_for_na(customers[name].to_numpy(dtype=object))
         return out
 
     out = pd.DataFrame(index=index)
-    out["customer_id"] = np.where(is_store_id, keys, None)
+    out["customer_id"] = _none_for_na(np.where(is_store_id, keys, np.nan))
     known_email = np.where(is_store_id, from_customers("email"), keys)  # a guest key is its email
     missing = pd.isna(known_email)
     if missing.any():
@@ -228,7 +240,7 @@ def build_customer_table(
     first_channel = np.full(n, None, dtype=object)
     c, first_rows = _extreme_rows(c_codes, c_ns, c_oids, n, latest=False)
     channel = column("channel")[counted][first_rows]
-    first_channel[c] = np.where(pd.isna(channel), None, channel)
+    first_channel[c] = _none_for_na(channel)
     out["first_channel"] = first_channel
     engaged = np.full(n, _NAT, dtype=np.int64)
     engaged[cust_pos] = _ns(customers["last_engaged_at"])
