@@ -149,27 +149,32 @@ class MailchimpDestination(Destination):
         self._client: MailchimpClient | None = None
         self._segments: dict[tuple[str, str], int] = {}
         self._lock = threading.Lock()
+        self._client_lock = threading.Lock()
         self._refused_status = 0
 
     # -- plumbing ------------------------------------------------------------------------
     @property
     def client(self) -> MailchimpClient:
         """Built on first use, so eligibility and identity work without a key."""
-        if self._client is None:
-            if self.mc_config.secret is None:
-                raise ConfigError("mailchimp: no API key (set AUDIENCE_SYNC_MAILCHIMP_API_KEY)")
-            key = self.mc_config.secret.get_secret_value()
-            base = self.mc_config.base_url
-            if "{dc}" in base:
-                base = base.replace("{dc}", data_centre(key))
-            fingerprint = hashlib.sha256(key.encode()).hexdigest()[:16]
-            self._client = MailchimpClient(
-                base,
-                auth=httpx.BasicAuth("audience-sync", key),
-                retry=self.runtime.retry_policy(),
-                concurrency=self.runtime.concurrency(f"mailchimp:{fingerprint}", self.mc_config.max_connections),
-            )
-        return self._client
+        with self._client_lock:
+            if self._client is None:
+                self._client = self._build_client()
+            return self._client
+
+    def _build_client(self) -> MailchimpClient:
+        if self.mc_config.secret is None:
+            raise ConfigError("mailchimp: no API key (set AUDIENCE_SYNC_MAILCHIMP_API_KEY)")
+        key = self.mc_config.secret.get_secret_value()
+        base = self.mc_config.base_url
+        if "{dc}" in base:
+            base = base.replace("{dc}", data_centre(key))
+        fingerprint = hashlib.sha256(key.encode()).hexdigest()[:16]
+        return MailchimpClient(
+            base,
+            auth=httpx.BasicAuth("audience-sync", key),
+            retry=self.runtime.retry_policy(),
+            concurrency=self.runtime.concurrency(f"mailchimp:{fingerprint}", self.mc_config.max_connections),
+        )
 
     @staticmethod
     def _opts(options: MappingOptions) -> MailchimpOptions:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import secrets
+import threading
 from collections.abc import Generator, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
@@ -195,24 +196,29 @@ class MetaDestination(Destination):
         assert isinstance(config, MetaConfig)
         self.meta_config = config
         self._client: MetaClient | None = None
+        self._client_lock = threading.Lock()
         self.reports: list[UploadReport] = []
         self.counters = {"invalid_unidentified": 0, "removes_skipped_additive": 0}
 
     @property
     def client(self) -> MetaClient:
-        if self._client is None:
-            if self.meta_config.secret is None:
-                raise ConfigError("meta: no access token (set AUDIENCE_SYNC_META_ACCESS_TOKEN)")
-            account = self.meta_config.ad_account_id or self.name
-            self._client = MetaClient(
-                self.meta_config.base_url,
-                auth=BearerAuth(self.meta_config.secret.get_secret_value()),
-                retry=self.runtime.retry_policy(),
-                rate_limiter=self.runtime.rate_limiter(
-                    f"meta:{account}", self.meta_config.requests_per_second, self.meta_config.burst
-                ),
-            )
-        return self._client
+        with self._client_lock:
+            if self._client is None:
+                self._client = self._build_client()
+            return self._client
+
+    def _build_client(self) -> MetaClient:
+        if self.meta_config.secret is None:
+            raise ConfigError("meta: no access token (set AUDIENCE_SYNC_META_ACCESS_TOKEN)")
+        account = self.meta_config.ad_account_id or self.name
+        return MetaClient(
+            self.meta_config.base_url,
+            auth=BearerAuth(self.meta_config.secret.get_secret_value()),
+            retry=self.runtime.retry_policy(),
+            rate_limiter=self.runtime.rate_limiter(
+                f"meta:{account}", self.meta_config.requests_per_second, self.meta_config.burst
+            ),
+        )
 
     @staticmethod
     def _opts(options: MappingOptions) -> MetaOptions:
