@@ -15,9 +15,9 @@ import phonenumbers
 
 Platform = Literal["meta", "google", "tiktok", "generic"]
 
+# letters may be any script (internationalized addresses, RFC 6531); \w is Unicode-aware here
 _EMAIL_RE = re.compile(
-    r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~\-]+@[A-Za-z0-9](?:[A-Za-z0-9\-]{0,61}[A-Za-z0-9])?"
-    r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9\-]{0,61}[A-Za-z0-9])?)+$"
+    r"^[\w.!#$%&'*+/=?^`{|}~\-]+@[^\W_](?:[\w\-]{0,61}[^\W_])?(?:\.[^\W_](?:[\w\-]{0,61}[^\W_])?)+$"
 )
 _SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 

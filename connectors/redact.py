@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import re
 
-_EMAIL = re.compile(r"[A-Za-z0-9._%+\-']+@[A-Za-z0-9.\-]+\.[A-Za-z]{2,}")
+_EMAIL = re.compile(r"[\w.%+\-']+@[\w.\-]+\.[^\W\d_]{2,}")
 _BEARER = re.compile(r"(?i)\b(bearer|basic|klaviyo-api-key)\s+[A-Za-z0-9._~+/=\-]+")
 _KEYVAL = re.compile(
     r"(?i)(access_token|api_key|apikey|token|secret|password|authorization|x-shopify-access-token)"

@@ -71,7 +71,10 @@ class RetryPolicy:
 
         retrying = Retrying(
             retry=retry_if_exception_type(RetryableError),
-            stop=stop_after_attempt(self.max_attempts) | stop_after_delay(self.max_total_seconds),
+            # idle_for sums the planned sleeps, so the bound holds even when sleep is injected
+            stop=stop_after_attempt(self.max_attempts)
+            | stop_after_delay(self.max_total_seconds)
+            | (lambda state: state.idle_for >= self.max_total_seconds),
             wait=check_pause,
             sleep=self.sleep,
             before_sleep=before_sleep,

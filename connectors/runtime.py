@@ -18,20 +18,22 @@ from connectors.ratelimit import (
 )
 from connectors.retry import RetryPolicy
 
-_LOCAL_BUCKETS: dict[str, LocalTokenBucket] = {}
-_LOCAL_SLOTS: dict[str, LocalConcurrency] = {}
-
 
 @dataclass
 class Runtime:
     redis: redis.Redis[bytes] | None = None
     sleep: Callable[[float], None] = time.sleep
+    #: monotonic clock for local buckets; tests pair a fake clock with a fake sleep
+    clock: Callable[[], float] = time.monotonic
     key_prefix: str = "audience-sync"
     default_phone_region: str = "US"
     retry_attempts: int = 6
     retry_max_seconds: float = 300.0
     max_inline_pause: float = 120.0
     extra: dict[str, object] = field(default_factory=dict)
+    #: limiters are shared by every connector built from this runtime (one run, one process)
+    _buckets: dict[str, LocalTokenBucket] = field(default_factory=dict, repr=False)
+    _slots: dict[str, LocalConcurrency] = field(default_factory=dict, repr=False)
 
     def retry_policy(self) -> RetryPolicy:
         return RetryPolicy(
@@ -46,10 +48,14 @@ class Runtime:
         full_key = f"{self.key_prefix}:rate:{key}"
         if self.redis is not None:
             return RedisTokenBucket(self.redis, full_key, rate, capacity, sleep=self.sleep)
-        return _LOCAL_BUCKETS.setdefault(full_key, LocalTokenBucket(rate, capacity, sleep=self.sleep))
+        if full_key not in self._buckets:
+            self._buckets[full_key] = LocalTokenBucket(rate, capacity, clock=self.clock, sleep=self.sleep)
+        return self._buckets[full_key]
 
     def concurrency(self, key: str, limit: int) -> ConcurrencyLimiter:
         full_key = f"{self.key_prefix}:slots:{key}"
         if self.redis is not None:
-            return RedisConcurrency(self.redis, full_key, limit)
-        return _LOCAL_SLOTS.setdefault(full_key, LocalConcurrency(limit))
+            return RedisConcurrency(self.redis, full_key, limit, sleep=self.sleep)
+        if full_key not in self._slots:
+            self._slots[full_key] = LocalConcurrency(limit)
+        return self._slots[full_key]

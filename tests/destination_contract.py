@@ -188,11 +188,14 @@ class DestinationContract:
         emulator.faults = Faults(error_rate=0.1, reset_rate=0.02, seed=11)
         emulator.faults.throttle_storm = 4
         members = [self.member(i) for i in range(60)]
-        for start in range(0, 60, 15):
-            destination.add(self.audience, members[start : start + 15], self.options())
-            if start == 15:
+        for start in range(0, 60, 3):
+            destination.add(self.audience, members[start : start + 3], self.options())
+            if start == 30:
                 emulator.faults.throttle_storm = 5
-        destination.remove(self.audience, sorted(self.ids(destination, members[:10])), self.options())
+        gone = sorted(self.ids(destination, members[:10]))
+        destination.remove(self.audience, gone[:5], self.options())
+        destination.remove(self.audience, gone[5:], self.options())
         assert self.members_in(emulator) == self.ids(destination, members[10:])
-        assert any(r.status >= 500 for r in emulator.log), "the fault injection did not fire"
+        assert any(r.status >= 500 for r in emulator.log), "the 5xx injection did not fire"
+        assert sum(1 for r in emulator.log if r.status in (400, 429)) >= 9, "the storms did not fire"
         assert "@example.com" not in caplog.text

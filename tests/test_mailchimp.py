@@ -115,7 +115,8 @@ def test_emulator_refuses_to_resubscribe_in_compliance_state(emulator: Mailchimp
     body = {"members": [{"email_address": "gone@example.com", "status": "subscribed"}], "update_existing": True}
     answer = httpx.post(f"{emulator.base_url}/lists/{LIST}", json=body, auth=("x", KEY)).json()
     assert answer["error_count"] == 1 and "compliance state" in answer["errors"][0]["error"]
-    assert emulator.member_status(LIST, "gone@example.com") == "unsubscribed"
+    member = f"{emulator.base_url}/lists/{LIST}/members/{subscriber_hash('Gone@Example.com')}"
+    assert httpx.get(member, auth=("x", KEY)).json()["status"] == "unsubscribed"
 
 
 def test_emulator_enforces_the_500_member_limit(emulator: MailchimpEmulator) -> None:
@@ -125,9 +126,7 @@ def test_emulator_enforces_the_500_member_limit(emulator: MailchimpEmulator) -> 
     assert response.headers["content-type"] == "application/problem+json"
 
 
-def test_tag_segment_is_found_or_created_once(
-    destination: MailchimpDestination, emulator: MailchimpEmulator
-) -> None:
+def test_tag_segment_is_found_or_created_once(destination: MailchimpDestination, emulator: MailchimpEmulator) -> None:
     destination.add(LIST, [person("a@example.com")], MailchimpOptions(tag="vip"))
     destination.add(LIST, [person("b@example.com")], MailchimpOptions(tag="vip"))
     creates = [r for r in emulator.log if r.method == "POST" and r.path.endswith("/segments")]
@@ -242,3 +241,14 @@ def test_emulator_answers_400_to_a_spec_violation(emulator: MailchimpEmulator) -
     body = {"members": [{"email_address": "a@example.com", "status": "subscribd"}]}
     response = httpx.post(f"{emulator.base_url}/lists/{LIST}", json=body, auth=("x", KEY))
     assert response.status_code == 400 and response.json()["title"] == "Invalid Resource"
+
+
+def test_sandbox_emulator_serves_at_its_root_and_creates_lists() -> None:
+    emulator, key = mc_emulator.sandbox_emulator()
+    with emulator:
+        runtime = Runtime(sleep=lambda s: None, key_prefix=f"test-{uuid.uuid4().hex}")
+        dest = MailchimpDestination("mc", MailchimpConfig(base_url=emulator.url, secret=key), runtime)
+        assert dest.add("any-list", [person("a@example.com")], MailchimpOptions(tag="t")).accepted
+        dest.close()
+        segment = emulator.segment_by_name("any-list", "t")
+        assert segment is not None and emulator.segment_members("any-list", segment) == {"a@example.com"}

@@ -126,6 +126,32 @@ def segments(orders_csv: Path, as_of: str, out: Path) -> None:
 
 
 @main.command()
+@click.option("--now", "now_text", help="Clock for segment windows (ISO 8601; default: now).")
+@click.option("--matrix", is_flag=True, help="Print the whole overlap matrix (default: pairs with Jaccard >= 0.5).")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output (always the whole matrix).")
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Preview this config file instead of AUDIENCE_SYNC_CONFIG (an edit, before it goes live).",
+)
+def preview(now_text: str | None, matrix: bool, as_json: bool, config_path: Path | None) -> None:
+    """Segments of the config computed fresh from the store: size, change since the last run, revenue
+    share, overlap, and warnings (empty, near-duplicate, too small for ad platforms)."""
+    from worker.preview import preview_from_settings, render_preview
+
+    settings = get_settings()
+    if config_path is not None:
+        settings = settings.model_copy(update={"config": config_path})
+    try:
+        result = preview_from_settings(settings, _parse_time(now_text))
+    except ConfigFileError as exc:
+        _fail(str(exc))
+        return
+    click.echo(json.dumps(result.to_dict(), indent=2) if as_json else render_preview(result, matrix=matrix))
+
+
+@main.command()
 @click.option("--customers", default=5000, show_default=True, help="Size of the synthetic store.")
 @click.option(
     "--workdir", type=click.Path(file_okay=False, path_type=Path), default=Path("var/demo"), show_default=True

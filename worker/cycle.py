@@ -20,9 +20,10 @@ from connectors.runtime import Runtime
 from worker.config import AppConfig
 from worker.factory import build_destination, build_source
 from worker.ingest import Validated, validate_customers, validate_orders
-from worker.segments import build_customer_table, compute_segments
+from worker.segments import compute_segments, table_from_facts
 from worker.settings import Settings
 from worker.store import Store
+from worker.store.snapshot import snapshot_for
 from worker.sync import MappingSync, Progress, SyncResult
 
 log = logging.getLogger(__name__)
@@ -164,7 +165,8 @@ def recompute(store: Store, config: AppConfig, now: datetime, *, task_id: str | 
     run_id = store.start_run("recompute", None, task_id)
     started = time.monotonic()
     try:
-        table = build_customer_table(store.orders_frame(), store.customers_frame(), store.lines_frame())
+        # columnar snapshot, refreshed incrementally from the store (docs/performance.md)
+        table = table_from_facts(snapshot_for(store).refresh())
         members = compute_segments(table, now, config.segments)
         store.replace_profiles(profile_rows(table.frame))
         changes = store.replace_segments({name: list(index) for name, index in members.items()})

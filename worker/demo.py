@@ -7,6 +7,8 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from connectors.emulators.mailchimp import MailchimpEmulator
+from connectors.emulators.server import Faults
 from connectors.emulators.synthetic import SyntheticStore
 from worker.config import AppConfig, load_config
 from worker.runner import CycleReport, render_cycle, run_cycle
@@ -30,6 +32,26 @@ def _segments_line(report: CycleReport) -> str:
     return ", ".join(f"{name} {size}" for name, size in sorted(report.recompute.sizes.items()) if size)
 
 
+def _make_it_realistic(sandbox: Sandbox, config: AppConfig, shop: SyntheticStore, echo: Echo) -> None:
+    """Real APIs fail now and then, and some contacts unsubscribed at the email platform itself."""
+    for kind in ("mailchimp", "meta"):
+        emulator = sandbox.emulator(kind)
+        if emulator is not None:
+            emulator.faults = Faults(error_rate=0.03, seed=17)
+    mailchimp = sandbox.emulator("mailchimp")
+    if isinstance(mailchimp, MailchimpEmulator):
+        lists = {m.audience for m in config.mappings.values() if config.destinations[m.destination].type == "mailchimp"}
+        subscribed = sorted(
+            c["defaultEmailAddress"]["emailAddress"]
+            for c in shop.customers
+            if c.get("defaultEmailAddress") and c["defaultEmailAddress"].get("marketingState") == "SUBSCRIBED"
+        )[:3]
+        for list_id in lists:
+            for email in subscribed:
+                mailchimp.add_member(list_id, email, status="unsubscribed")
+    echo("  sandbox APIs answer 3% of requests with a 5xx, and 3 subscribers unsubscribed at Mailchimp itself")
+
+
 def run_demo(*, customers: int, workdir: Path, echo: Echo = print, now: datetime | None = None) -> None:
     workdir = workdir.resolve()
     if workdir.exists():
@@ -42,12 +64,11 @@ def run_demo(*, customers: int, workdir: Path, echo: Echo = print, now: datetime
 
     echo(f"building a synthetic store of {customers} customers with two years of orders …")
     shop = SyntheticStore(seed=2026, customers=customers, now=start, malformed=True)
-    echo(
-        f"  {len(shop.customers)} customers, {len(shop.orders)} orders (including a few malformed on purpose)"
-    )
+    echo(f"  {len(shop.customers)} customers, {len(shop.orders)} orders (including a few malformed on purpose)")
 
     with Sandbox(start, store=shop) as sandbox:
         config, resolved = sandbox.resolve(_with_directory(load_config(None), audiences), settings)
+        _make_it_realistic(sandbox, config, shop, echo)
         store = open_store(resolved.database_url)
         try:
             echo(f"\n== cycle 1: initial sync ({start.date()}) ==")
@@ -75,6 +96,6 @@ def run_demo(*, customers: int, workdir: Path, echo: Echo = print, now: datetime
         "Try next:\n"
         f"  AUDIENCE_SYNC_DATABASE_URL=sqlite:///{database} .venv/bin/audience-sync status\n"
         "  .venv/bin/audience-sync run            # one cycle against the sandbox, into var/\n"
-        "  .venv/bin/audience-sync segments --orders-csv tests/data/orders.csv --as-of 2026-06-01 --out /tmp/s.csv\n"
+        "  .venv/bin/audience-sync segments --orders-csv examples/orders.csv --as-of 2026-06-01 --out /tmp/s.csv\n"
         "  README.md → 'Run against a real store' to point it at Shopify and your destinations"
     )

@@ -42,6 +42,7 @@ from connectors.runtime import Runtime
 
 MetaKey = Literal["EMAIL", "PHONE", "FN", "LN", "COUNTRY"]
 KEYS: tuple[str, ...] = ("EMAIL", "PHONE", "FN", "LN", "COUNTRY")
+DEFAULT_KEYS: tuple[MetaKey, ...] = ("EMAIL", "PHONE")
 MAX_ROWS = 10_000
 THROTTLE_CODES = frozenset({4, 17, 613, 80003, 80004})
 TRANSIENT_CODES = frozenset({1, 2})
@@ -106,7 +107,7 @@ class MetaConfig(DestinationConfig):
 
 
 class MetaOptions(MappingOptions):
-    keys: list[MetaKey] = Field(default_factory=lambda: ["EMAIL", "PHONE"])
+    keys: list[MetaKey] = Field(default_factory=lambda: list(DEFAULT_KEYS))
     #: never remove (Meta may refuse removals, e.g. from small audiences): adds only
     additive: bool = False
 
@@ -181,7 +182,6 @@ class UploadReport:
     session_id: int | None = None
 
 
-
 @register_destination("meta")
 class MetaDestination(Destination):
     kind = "meta"
@@ -245,9 +245,7 @@ class MetaDestination(Destination):
         keys = self._opts(options).keys
         return encode_identity(keys, self.row(member, keys))
 
-    def _rows(
-        self, members: Iterable[Member], keys: Sequence[str], result: BatchResult
-    ) -> list[tuple[str, Row]]:
+    def _rows(self, members: Iterable[Member], keys: Sequence[str], result: BatchResult) -> list[tuple[str, Row]]:
         rows: dict[str, Row] = {}
         for member in members:
             row = self.row(member, keys)
@@ -270,9 +268,7 @@ class MetaDestination(Destination):
         result: BatchResult,
         session: dict[str, Any] | None = None,
     ) -> None:
-        body: dict[str, Any] = {
-            "payload": {"schema": list(keys), "data": [list(r) for _, r in rows], "is_raw": True}
-        }
+        body: dict[str, Any] = {"payload": {"schema": list(keys), "data": [list(r) for _, r in rows], "is_raw": True}}
         if session is not None:
             body["session"] = session
         answer = self.client.send_json(method, f"/{quote(audience, safe='')}/{endpoint}", json=body)
@@ -330,9 +326,7 @@ class MetaDestination(Destination):
                 self._upload("DELETE", audience, "users", keys, rows[start : start + MAX_ROWS], result)
         return result
 
-    def replace(
-        self, audience: str, batches: Iterable[Sequence[Member]], options: MappingOptions
-    ) -> BatchResult:
+    def replace(self, audience: str, batches: Iterable[Sequence[Member]], options: MappingOptions) -> BatchResult:
         """One usersreplace session; only the final batch (``last_batch_flag``) swaps the audience.
 
         A failure part-way leaves the audience as it was; restart the whole replace (new session).

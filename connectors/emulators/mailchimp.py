@@ -79,7 +79,6 @@ class MailchimpEmulator(EmulatorServer):
     """Start it, seed a list, point ``MailchimpConfig(base_url=emulator.base_url)`` at it."""
 
     name = "mailchimp"
-    prefix = "/3.0"
 
     def __init__(
         self,
@@ -88,9 +87,14 @@ class MailchimpEmulator(EmulatorServer):
         *,
         max_connections: int = 10,
         validate: bool = True,
+        prefix: str = "/3.0",
+        auto_create: bool = False,
     ) -> None:
         super().__init__(faults)
         self.api_key = api_key
+        self.prefix = prefix
+        #: create unknown lists on first use (the sandbox cannot know the list ids beforehand)
+        self.auto_create = auto_create
         self.max_connections = max_connections
         self.validate = validate
         #: list id -> lower-cased email -> status
@@ -168,9 +172,7 @@ class MailchimpEmulator(EmulatorServer):
         )
 
     def throttled(self, request: Request) -> Response:
-        return problem(
-            429, "Too Many Requests", "You have exceeded the limit of 10 simultaneous connections."
-        )
+        return problem(429, "Too Many Requests", "You have exceeded the limit of 10 simultaneous connections.")
 
     def server_error(self, request: Request, status: int) -> Response:
         return problem(status, "Internal Server Error", "An unexpected internal error has occurred.")
@@ -208,6 +210,15 @@ class MailchimpEmulator(EmulatorServer):
                 return body, problem(400, "Invalid Resource", detail, errors=fields)
         return body, None
 
+    def route(self, method: str, pattern: str, handler: Any) -> None:
+        def with_list(request: Request) -> Response:
+            if self.auto_create and "list_id" in request.params:
+                self.create_list(request.params["list_id"])
+            response: Response = handler(request)
+            return response
+
+        super().route(method, pattern, with_list)
+
     def _list(self, request: Request) -> dict[str, str] | None:
         return self.lists.get(request.params["list_id"])
 
@@ -240,7 +251,9 @@ class MailchimpEmulator(EmulatorServer):
                 self.record(request, 404, items)
                 return problem(404, "Resource Not Found", "The requested resource could not be found.")
             update_existing = bool(body.get("update_existing", False))
-            new, updated, errors = [], [], []
+            new: list[dict[str, Any]] = []
+            updated: list[dict[str, Any]] = []
+            errors: list[dict[str, Any]] = []
             for item in members:
                 raw = str(item.get("email_address", ""))
                 outcome = self._upsert(list_id, emails, raw, item, update_existing)
@@ -342,7 +355,9 @@ class MailchimpEmulator(EmulatorServer):
                 self.record(request, 404, items)
                 return problem(404, "Resource Not Found", "The requested resource could not be found.")
             members, emails = segment[1], self.lists[list_id]
-            added, removed, missing = [], [], []
+            added: list[dict[str, Any]] = []
+            removed: list[dict[str, Any]] = []
+            missing: list[str] = []
             for raw in to_add:
                 email = raw.strip().lower()
                 if email not in emails:
@@ -371,8 +386,18 @@ class MailchimpEmulator(EmulatorServer):
     def _get_member(self, request: Request) -> Response:
         list_id, wanted = request.params["list_id"], request.params["subscriber_hash"]
         with self.lock:
+            found = next(
+                (e for e in self.lists.get(list_id, {}) if subscriber_hash(e) == wanted),
+                None,
+            )
+            if found is None:
+                self.record(request, 404)
+                return problem(404, "Resource Not Found", "The requested resource could not be found.")
             self.record(request, 200)
-            for email, status in self.lists.get(list_id, {}).items():
-                if subscriber_hash(email) == wanted:
-                    return Response(200, self._member_json(list_id, email, status))
-        return problem(404, "Resource Not Found", "The requested resource could not be found.")
+            return Response(200, self._member_json(list_id, found, self.lists[list_id][found]))
+
+
+def sandbox_emulator() -> tuple[MailchimpEmulator, str]:
+    """For ``worker.sandbox``: served at the root URL, lists created on first use."""
+    key = "sandbox-key-us1"
+    return MailchimpEmulator(api_key=key, prefix="", auto_create=True), key

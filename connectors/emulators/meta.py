@@ -37,17 +37,21 @@ class MetaEmulator(EmulatorServer):
     """Start it, ``create_audience(id)``, point ``MetaConfig(base_url=emulator.base_url)`` at it."""
 
     name = "meta"
-    prefix = "/v25.0"
 
     def __init__(
         self,
-        access_token: str = "meta-test-token",
+        access_token: str = "meta-test-token",  # noqa: S107 - an emulator's test credential
         faults: Faults | None = None,
         *,
         throttle_code: int = 80003,
         regain_minutes: int = 0,
+        prefix: str = "/v25.0",
+        auto_create: bool = False,
     ) -> None:
         super().__init__(faults)
+        self.prefix = prefix
+        #: create unknown audiences on first use (the sandbox cannot know the ids beforehand)
+        self.auto_create = auto_create
         self.access_token = access_token
         self.throttle_code = throttle_code
         self.regain_minutes = regain_minutes
@@ -150,12 +154,12 @@ class MetaEmulator(EmulatorServer):
             self.record(request, response.status, items)
             return response
 
-    def _apply(
-        self, audience_id: str, op: str, body: Any, parsed: tuple[list[str], list[list[Any]]] | str
-    ) -> Response:
+    def _apply(self, audience_id: str, op: str, body: Any, parsed: tuple[list[str], list[list[Any]]] | str) -> Response:
         if self.inject:
             code, subcode = self.inject.pop(0)
             return graph_error(code, f"(#{code}) injected error", subcode=subcode)
+        if self.auto_create:
+            self.audiences.setdefault(audience_id, set())
         if audience_id in self.blocked:
             return graph_error(100, "Audience Upload Blocked", subcode=1713230)
         if audience_id not in self.audiences:
@@ -207,3 +211,9 @@ class MetaEmulator(EmulatorServer):
             "invalid_entry_samples": samples,
         }
         return Response(200, answer)
+
+
+def sandbox_emulator() -> tuple[MetaEmulator, str]:
+    """For ``worker.sandbox``: served at the root URL, audiences created on first use."""
+    token = "sandbox-meta-token"  # noqa: S105 - the local emulator's credential
+    return MetaEmulator(access_token=token, prefix="", auto_create=True), token

@@ -7,7 +7,8 @@ the shipped segments.
 
 from worker.segments.conditions import DefinitionError
 from worker.segments.config import SegmentDefinition, SegmentsConfig, Windows
-from worker.segments.engine import compute_segments, rfm_scores, segment_revenue_share
+from worker.segments.engine import compute_segments, rfm_scores, segment_masks, segment_revenue_share
+from worker.segments.facts import Facts
 from worker.segments.frames import (
     CUSTOMER_COLUMNS,
     LINE_COLUMNS,
@@ -18,7 +19,7 @@ from worker.segments.frames import (
     empty_lines,
     empty_orders,
 )
-from worker.segments.table import CustomerTable, build_customer_table
+from worker.segments.table import CustomerTable, build_customer_table, table_from_facts
 
 __all__ = [
     "CUSTOMER_COLUMNS",
@@ -27,6 +28,7 @@ __all__ = [
     "ORDER_COLUMNS",
     "CustomerTable",
     "DefinitionError",
+    "Facts",
     "FrameSchemaError",
     "SegmentDefinition",
     "SegmentsConfig",
@@ -37,5 +39,7 @@ __all__ = [
     "empty_lines",
     "empty_orders",
     "rfm_scores",
+    "segment_masks",
     "segment_revenue_share",
+    "table_from_facts",
 ]

@@ -15,6 +15,7 @@ import numpy.typing as npt
 import pandas as pd
 
 from worker.segments.conditions import (
+    RFM_GROUPS,
     AllOf,
     AnyOf,
     Bought,
@@ -33,16 +34,12 @@ from worker.segments.conditions import (
 )
 from worker.segments.config import SegmentDefinition, SegmentsConfig, check_graph
 from worker.segments.defaults import RFM_GRID
+from worker.segments.facts import CONSENTS, NAT
 from worker.segments.table import NS_PER_DAY, CustomerTable, group_sum
 
 Mask = npt.NDArray[np.bool_]
 Floats = npt.NDArray[np.float64]
 _EPOCH = date(1970, 1, 1)
-_EVENT_COLUMNS = {
-    "last_order": "last_order_at",
-    "first_order": "first_order_at",
-    "engaged": "last_engaged_at",
-}
 
 
 def utc_day(now: datetime) -> int:
@@ -51,10 +48,9 @@ def utc_day(now: datetime) -> int:
     return (aware.astimezone(UTC).date() - _EPOCH).days
 
 
-def _days(series: pd.Series) -> Floats:
-    """UTC day numbers of a datetime column, NaN where missing."""
-    ns = series.dt.tz_convert("UTC").dt.tz_localize(None).to_numpy(dtype="datetime64[ns]").view(np.int64)
-    return np.where(series.isna().to_numpy(), np.nan, (ns // NS_PER_DAY).astype(np.float64))
+def _days(ns: npt.NDArray[np.int64]) -> Floats:
+    """UTC day numbers of int64 nanoseconds, NaN where missing (NaT)."""
+    return np.where(ns == NAT, np.nan, (ns // NS_PER_DAY).astype(np.float64))
 
 
 def _in_range(values: Floats, bounds: Range) -> Mask:
@@ -71,61 +67,73 @@ def quintile_scores(values: npt.NDArray[np.generic]) -> npt.NDArray[np.int64]:
     n = len(values)
     if n == 0:
         return np.empty(0, np.int64)
-    rank = pd.Series(values).rank(method="first").to_numpy(np.int64)
-    scores: npt.NDArray[np.int64] = ((rank * 5 + n - 1) // n).astype(np.int64)
+    rank = np.empty(n, dtype=np.int64)
+    rank[np.argsort(values, kind="stable")] = np.arange(1, n + 1, dtype=np.int64)
+    scores: npt.NDArray[np.int64] = (rank * 5 + n - 1) // n
     return scores
+
+
+def _rfm_arrays(table: CustomerTable) -> tuple[npt.NDArray[np.int64], ...]:
+    """Rows of buyers and their R, F, M scores and group code (index into RFM_GROUPS)."""
+    buyers = np.flatnonzero(table.order_count > 0)
+    r = quintile_scores(table.last_ns[buyers])
+    f = quintile_scores(table.order_count[buyers])
+    m = quintile_scores(table.revenue_micros[buyers])
+    grid = np.array([[RFM_GROUPS.index(g) for g in RFM_GRID[score]] for score in (1, 2, 3, 4, 5)], dtype=np.int64)
+    groups = grid[r - 1, f - 1] if len(buyers) else np.empty(0, dtype=np.int64)
+    return buyers, r, f, m, groups
 
 
 def rfm_scores(table: CustomerTable) -> pd.DataFrame:
     """R, F, M scores and group for customers with a counted order, indexed by customer key."""
-    frame = table.frame
-    buyers = frame[frame["order_count"].to_numpy() > 0]
-    last = buyers["last_order_at"].dt.tz_localize(None).to_numpy(dtype="datetime64[ns]").view(np.int64)
-    r = quintile_scores(last)
-    f = quintile_scores(buyers["order_count"].to_numpy())
-    m = quintile_scores(buyers["revenue"].to_numpy())
-    grid = np.array([RFM_GRID[score] for score in (1, 2, 3, 4, 5)], dtype=object)
-    groups = grid[r - 1, f - 1] if len(buyers) else np.empty(0, dtype=object)
-    return pd.DataFrame({"r": r, "f": f, "m": m, "group": groups}, index=buyers.index)
+    buyers, r, f, m, groups = _rfm_arrays(table)
+    names = np.asarray(RFM_GROUPS, dtype=object)[groups]
+    return pd.DataFrame({"r": r, "f": f, "m": m, "group": names}, index=table.index[buyers])
 
 
 class _Evaluator:
     def __init__(self, table: CustomerTable, now: datetime, definitions: dict[str, SegmentDefinition]):
         self.table = table
-        self.frame = table.frame
-        self.n = len(table.frame)
+        self.n = len(table)
         self.today = utc_day(now)
         self.definitions = definitions
         self.masks: dict[str, Mask] = {}
         self._age: dict[str, Floats] = {}
         self._window: dict[int, tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]] = {}
-        self._rfm: pd.DataFrame | None = None
+        self._rfm: tuple[npt.NDArray[np.int64], ...] | None = None
 
     def age(self, event: str) -> Floats:
         if event not in self._age:
-            column = _EVENT_COLUMNS[event]
-            self._age[event] = self.today - _days(self.frame[column])
+            ns = {"last_order": self.table.last_ns, "first_order": self.table.first_ns}.get(event)
+            self._age[event] = self.today - _days(self.table.engaged_ns if ns is None else ns)
         return self._age[event]
 
     def window(self, within_days: int) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
         """(revenue micros, counted orders) per customer over orders at age < within_days (0: all)."""
         if within_days not in self._window:
-            orders = self.table.orders
-            code = orders["code"].to_numpy(np.int64)
-            micros = orders["total_micros"].to_numpy(np.int64)
+            table = self.table
             if within_days:
-                keep = (self.today - orders["day"].to_numpy(np.int64)) < within_days
-                code, micros = code[keep], micros[keep]
-            self._window[within_days] = (
-                group_sum(code, micros, self.n),
-                np.bincount(code, minlength=self.n).astype(np.int64),
-            )
+                keep = (self.today - table.order_day) < within_days
+                code, micros = table.order_code[keep], table.order_micros[keep]
+                self._window[within_days] = (
+                    group_sum(code, micros, self.n),
+                    np.bincount(code, minlength=self.n).astype(np.int64),
+                )
+            else:
+                self._window[within_days] = (table.revenue_micros, table.order_count)
         return self._window[within_days]
 
     def segment(self, name: str) -> Mask:
         if name not in self.masks:
             self.masks[name] = self.eval(self.definitions[name].rule)
         return self.masks[name]
+
+    def measure(self, field: str) -> Floats:
+        if field == "order_count":
+            return self.table.order_count.astype(np.float64)
+        if field == "revenue":
+            return self.table.revenue
+        return self.table.discount_share
 
     def eval(self, cond: Condition) -> Mask:
         match cond:
@@ -146,17 +154,14 @@ class _Evaluator:
             case DaysSince(event=event, range=bounds):
                 return _in_range(self.age(event), bounds)
             case Measure(field=field, range=bounds):
-                return _in_range(self.frame[field].to_numpy(np.float64), bounds)
+                return _in_range(self.measure(field), bounds)
             case ConsentIn(values=values):
-                return self.frame["email_consent"].isin(values).to_numpy()
+                wanted = [CONSENTS.index(v) for v in values if v in CONSENTS]
+                return np.isin(self.table.consent, np.asarray(wanted, dtype=np.int8))
             case FirstChannel(any_of=any_of, contains=contains):
-                channel = self.frame["first_channel"].str.lower()
-                mask = np.array(channel.isin(any_of).to_numpy(), dtype=bool)
-                for part in contains:
-                    mask |= channel.str.contains(part, regex=False).fillna(False).to_numpy(dtype=bool)
-                return mask
-            case Bought():
-                return self._bought(cond)
+                return self._first_channel(any_of, contains)
+            case Bought(product_ids=ids, skus=skus, within_days=within):
+                return self.table.bought(ids, skus, self.today - within + 1 if within else None)
             case Rfm():
                 return self._rfm_mask(cond)
             case RevenueTop(percent=percent, within_days=within):
@@ -167,27 +172,27 @@ class _Evaluator:
                 return self._winback(k)
         raise AssertionError(f"unhandled condition {cond!r}")  # pragma: no cover
 
-    def _bought(self, cond: Bought) -> Mask:
-        bought = self.table.purchases
-        hit = bought["product_id"].isin(cond.product_ids).to_numpy() | bought["sku"].isin(cond.skus).to_numpy()
-        if cond.within_days:
-            age = self.today - _days(bought["last_bought_at"])
-            hit &= age < cond.within_days
-        mask = np.zeros(self.n, dtype=bool)
-        mask[bought["code"].to_numpy(np.int64)[hit]] = True
-        return mask
+    def _first_channel(self, any_of: tuple[str, ...], contains: tuple[str, ...]) -> Mask:
+        """Match on the distinct channel strings only, then spread to the customers by code."""
+        codes = self.table.first_channel_code
+        distinct = np.unique(codes[codes >= 0])
+        strings = self.table.facts.strings.strings
+        hits = [c for c in distinct.tolist() if _channel_matches(strings[c].lower(), any_of, contains)]
+        return np.isin(codes, np.asarray(hits, dtype=np.int64))
 
     def _rfm_mask(self, cond: Rfm) -> Mask:
         if self._rfm is None:
-            self._rfm = rfm_scores(self.table)
-        scores = self._rfm
-        hit = np.ones(len(scores), dtype=bool)
+            self._rfm = _rfm_arrays(self.table)
+        buyers, r, f, m, groups = self._rfm
+        hit = np.ones(len(buyers), dtype=bool)
         if cond.groups:
-            hit &= scores["group"].isin(cond.groups).to_numpy()
-        for column, bounds in (("r", cond.r), ("f", cond.f), ("m", cond.m)):
+            hit &= np.isin(groups, [RFM_GROUPS.index(g) for g in cond.groups])
+        for scores, bounds in ((r, cond.r), (f, cond.f), (m, cond.m)):
             if bounds is not None:
-                hit &= _in_range(scores[column].to_numpy(np.float64), bounds)
-        return self.frame.index.isin(scores.index[hit])
+                hit &= _in_range(scores.astype(np.float64), bounds)
+        mask = np.zeros(self.n, dtype=bool)
+        mask[buyers[hit]] = True
+        return mask
 
     def _revenue_top(self, percent: float, within: int) -> Mask:
         revenue, count = self.window(within)
@@ -200,14 +205,18 @@ class _Evaluator:
         return mask
 
     def _winback(self, k: float) -> Mask:
-        gaps = self.frame["mean_gap_days"].to_numpy(np.float64)
-        counts = self.frame["order_count"].to_numpy()
+        gaps = self.table.mean_gap_days
+        counts = self.table.order_count
         repeat_gaps = gaps[counts >= 2]
         median = float(np.median(repeat_gaps)) if len(repeat_gaps) else np.nan
         gap = np.where(counts >= 2, gaps, np.where(counts == 1, median, np.nan))
         age = self.age("last_order")
         with np.errstate(invalid="ignore"):
             return ~np.isnan(gap) & ~np.isnan(age) & (age > k * gap)
+
+
+def _channel_matches(channel: str, any_of: tuple[str, ...], contains: tuple[str, ...]) -> bool:
+    return channel in any_of or any(part in channel for part in contains)
 
 
 def pareto_mask(revenue: npt.NDArray[np.int64], share: float) -> Mask:
@@ -226,14 +235,19 @@ def pareto_mask(revenue: npt.NDArray[np.int64], share: float) -> Mask:
     return mask
 
 
-def compute_segments(table: CustomerTable, now: datetime, config: SegmentsConfig | None = None) -> dict[str, pd.Index]:
-    """Members (customer keys, sorted) of every resolved segment at ``now``."""
+def segment_masks(table: CustomerTable, now: datetime, config: SegmentsConfig | None = None) -> dict[str, Mask]:
+    """Membership of every resolved segment at ``now`` as boolean masks over the table's rows."""
     definitions = (config or SegmentsConfig()).resolved()
     evaluator = _Evaluator(table, now, definitions)
-    index = table.frame.index
     for name in check_graph(definitions):  # dependency order: references are computed first
         evaluator.segment(name)
-    return {name: index[evaluator.masks[name]] for name in definitions}
+    return {name: evaluator.masks[name] for name in definitions}
+
+
+def compute_segments(table: CustomerTable, now: datetime, config: SegmentsConfig | None = None) -> dict[str, pd.Index]:
+    """Members (customer keys, sorted) of every resolved segment at ``now``."""
+    index = table.index
+    return {name: index[mask] for name, mask in segment_masks(table, now, config).items()}
 
 
 def segment_revenue_share(
@@ -247,5 +261,5 @@ def segment_revenue_share(
     total = int(revenue.sum())
     if total <= 0:
         return 0.0
-    held = int(revenue[table.frame.index.isin(members)].sum())
+    held = int(revenue[table.index.isin(members)].sum())
     return held / total

@@ -19,13 +19,15 @@ checkout stands) has ``accepts_marketing`` true, else UNKNOWN.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from functools import cached_property
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
 from connectors.records import Consent
+from worker.segments.facts import CONSENTS, NAT, UNKNOWN_CONSENT, Facts, facts_from_frames
 from worker.segments.frames import empty_lines, validate_customers, validate_lines, validate_orders
 
 NS_PER_DAY = 86_400 * 10**9
@@ -34,7 +36,8 @@ MICROS = 1_000_000
 IntArray = npt.NDArray[np.int64]
 ObjArray = npt.NDArray[np.object_]
 BoolArray = npt.NDArray[np.bool_]
-_NAT = np.iinfo(np.int64).min
+_NAT = NAT
+_SUBSCRIBED = CONSENTS.index(Consent.SUBSCRIBED.value)
 
 #: columns of :attr:`CustomerTable.frame`, indexed by ``customer_key`` (sorted, unique). Text columns
 #: are object arrays of ``str`` with ``None`` for missing (cheaper than ``str`` dtype at 1M rows).
@@ -57,208 +60,14 @@ TABLE_COLUMNS = (
 )
 
 
-@dataclass(frozen=True, eq=False)
-class CustomerTable:
-    """Per-customer aggregates plus the compact order and purchase data windowed rules need.
-
-    ``orders``: counted orders as ``code`` (row position in ``frame``), ``day`` (UTC day number since
-    1970-01-01) and ``total_micros`` (int64). ``purchases``: one row per (customer, product_id, sku)
-    with ``code``, ``customer_key``, ``product_id``, ``sku``, ``last_bought_at``.
-    """
-
-    frame: pd.DataFrame
-    orders: pd.DataFrame
-    purchases: pd.DataFrame
-
-    def __len__(self) -> int:
-        return len(self.frame)
-
-    @property
-    def index(self) -> pd.Index:
-        return self.frame.index
-
-
-def _ns(series: pd.Series) -> IntArray:
-    """UTC timestamps as int64 nanoseconds (NaT becomes the int64 minimum)."""
-    naive = series.dt.tz_convert("UTC").dt.tz_localize(None)
-    ns: IntArray = naive.to_numpy(dtype="datetime64[ns]").view(np.int64)
-    return ns
-
-
-def _to_ts(ns: IntArray, valid: npt.NDArray[np.bool_]) -> pd.DatetimeIndex:
-    values = np.where(valid, ns, _NAT).view("datetime64[ns]")
-    return pd.DatetimeIndex(values).tz_localize("UTC")
-
-
-def _extreme_rows(
-    codes: IntArray, ns: IntArray, order_ids: ObjArray, n: int, *, latest: bool
-) -> tuple[IntArray, IntArray]:
-    """(code, row) of each code's earliest/latest row by (created_at, order_id), deterministic."""
-    if len(codes) == 0:
-        return np.empty(0, np.int64), np.empty(0, np.int64)
-    ext = group_extreme(codes, ns, n, latest=latest)
-    cand = np.flatnonzero(ns == ext[codes])
-    cand_codes = codes[cand]
-    tied = np.bincount(cand_codes, minlength=n)[cand_codes] > 1
-    if tied.any():  # same timestamp: order_id decides (rare, so the string sort stays small)
-        pick = pd.DataFrame({"code": cand_codes[tied], "oid": order_ids[cand[tied]], "row": cand[tied]})
-        pick = pick.sort_values(["code", "oid"], ascending=[True, not latest], kind="stable")
-        pick = pick.drop_duplicates("code")
-        cand = np.concatenate([cand[~tied], pick["row"].to_numpy(np.int64)])
-        cand_codes = codes[cand]
-    return cand_codes, cand
-
-
-def _latest_value(values: ObjArray, has: BoolArray, codes: IntArray, ns: IntArray, oids: ObjArray, n: int) -> ObjArray:
-    """Per code, the value on its latest row where ``has`` (None where there is no such row)."""
-    c, rows = _extreme_rows(codes[has], ns[has], oids[has], n, latest=True)
-    out = np.full(n, None, dtype=object)
-    out[c] = values[has][rows]
-    return out
-
-
-def _resolve_keys(
-    cid: ObjArray, email: ObjArray, guest: BoolArray, registered: BoolArray, customers: pd.DataFrame
-) -> ObjArray:
-    """Customer key per order row: the id, else the id of a customer with that email, else the email."""
-    key = cid.copy()
-    if not guest.any():
-        return key
-    guest_emails = pd.Series(email[guest], dtype=object)
-    known = customers.loc[customers["email"].notna(), ["email", "customer_id"]].astype(object)
-    wanted = pd.Index(guest_emails.unique()).difference(pd.Index(known["email"]))
-    pairs = pd.DataFrame({"email": email[registered], "customer_id": cid[registered]}, dtype=object)
-    pairs = pairs[pairs["email"].isin(wanted).to_numpy()]
-    mapping = (
-        pd.concat([known, pairs])
-        .sort_values(["email", "customer_id"], kind="stable")
-        .drop_duplicates("email")
-        .set_index("email")["customer_id"]
-    )
-    mapped = guest_emails.map(mapping).to_numpy(dtype=object)
-    key[guest] = np.where(pd.isna(mapped), email[guest], mapped)
-    return key
-
-
-def _none_for_na(values: ObjArray) -> ObjArray:
-    """Missing strings as ``None`` (one spelling of missing in the table's object columns)."""
-    out = values.astype(object)
-    out[pd.isna(out)] = None
-    return out
-
-
-def _sorted_codes(customer_ids: ObjArray, order_keys: ObjArray) -> tuple[ObjArray, IntArray, IntArray]:
-    """Sorted unique keys, and the position in them of every customer row and every order row."""
-    codes, uniques = pd.factorize(np.concatenate([customer_ids, order_keys]))
-    uniques = np.asarray(uniques, dtype=object)
-    order = np.argsort(uniques, kind="stable")
-    rank = np.empty(len(order), dtype=np.int64)
-    rank[order] = np.arange(len(order))
-    positions = rank[codes]
-    return uniques[order], positions[: len(customer_ids)], positions[len(customer_ids) :]
-
-
-def build_customer_table(
-    orders: pd.DataFrame, customers: pd.DataFrame, lines: pd.DataFrame | None = None
-) -> CustomerTable:
-    """Aggregate orders (and optional order lines) per customer key; see the module doc for the rules."""
-    orders = validate_orders(orders)
-    customers = validate_customers(customers)
-    lines = validate_lines(lines if lines is not None else empty_lines())
-
-    cid = orders["customer_id"].to_numpy(dtype=object)
-    email = orders["email"].to_numpy(dtype=object)
-    cid_ok, email_ok = ~pd.isna(cid), ~pd.isna(email)
-    live = ~orders["test"].to_numpy(dtype=bool)
-    key = _resolve_keys(cid, email, live & ~cid_ok & email_ok, live & cid_ok & email_ok, customers)
-    rows = np.flatnonzero(live & (cid_ok | email_ok))  # orders with neither are excluded
-
-    def column(name: str) -> ObjArray:
-        values: ObjArray = orders[name].to_numpy(dtype=object)[rows]
-        return values
-
-    cid, email, cid_ok, email_ok, key = cid[rows], email[rows], cid_ok[rows], email_ok[rows], key[rows]
-    oids = column("order_id")
-    ns = _ns(orders["created_at"])[rows]
-    cust_ids = customers["customer_id"].to_numpy(dtype=object)
-    keys, cust_pos, codes = _sorted_codes(cust_ids, key)
-    n = len(keys)
-    index = pd.Index(keys, name="customer_key", dtype=object)
-    in_customers = np.zeros(n, dtype=bool)
-    in_customers[cust_pos] = True
-    is_store_id = in_customers.copy()
-    is_store_id[codes[cid_ok]] = True
-
-    def from_customers(name: str) -> ObjArray:
-        out = np.full(n, None, dtype=object)
-        out[cust_pos] = _none_for_na(customers[name].to_numpy(dtype=object))
-        return out
-
-    out = pd.DataFrame(index=index)
-    out["customer_id"] = _none_for_na(np.where(is_store_id, keys, np.nan))
-    known_email = np.where(is_store_id, from_customers("email"), keys)  # a guest key is its email
-    missing = pd.isna(known_email)
-    if missing.any():
-        latest = _latest_value(email, email_ok, codes, ns, oids, n)
-        known_email = np.where(missing, latest, known_email)
-    out["email"] = known_email
-    phone = from_customers("phone")
-    if "phone" in orders.columns and pd.isna(phone).any():
-        order_phone = column("phone")
-        latest = _latest_value(order_phone, ~pd.isna(order_phone), codes, ns, oids, n)
-        phone = np.where(pd.isna(phone), latest, phone)
-    out["phone"] = phone
-    for name in ("first_name", "last_name", "country"):
-        out[name] = from_customers(name)
-
-    consent = np.where(in_customers, from_customers("email_consent"), Consent.UNKNOWN.value)
-    if "accepts_marketing" in orders.columns and len(rows):
-        c, latest_rows = _extreme_rows(codes, ns, oids, n, latest=True)
-        accepts = orders["accepts_marketing"].fillna(False).to_numpy(dtype=bool)[rows]
-        subscribed = np.zeros(n, dtype=bool)
-        subscribed[c] = accepts[latest_rows]
-        consent = np.where(~in_customers & subscribed, Consent.SUBSCRIBED.value, consent)
-    out["email_consent"] = consent
-
-    # purchase aggregates over counted orders
-    counted = ~orders["cancelled"].to_numpy(dtype=bool)[rows]
-    c_codes, c_ns, c_oids = codes[counted], ns[counted], oids[counted]
-    micros = np.round(orders["total"].to_numpy(np.float64)[rows][counted] * MICROS).astype(np.int64)
-    count = np.bincount(c_codes, minlength=n).astype(np.int64)
-    has_orders = count > 0
-    first_i = np.where(has_orders, group_extreme(c_codes, c_ns, n, latest=False), 0)
-    last_i = np.where(has_orders, group_extreme(c_codes, c_ns, n, latest=True), 0)
-    out["first_order_at"] = _to_ts(first_i, has_orders)
-    out["last_order_at"] = _to_ts(last_i, has_orders)
-    out["order_count"] = count
-    out["revenue"] = group_sum(c_codes, micros, n) / MICROS
-    span_days = (last_i // NS_PER_DAY - first_i // NS_PER_DAY).astype(np.float64)
-    out["mean_gap_days"] = np.where(count >= 2, span_days / np.maximum(count - 1, 1), np.nan)
-    discount = orders["has_discount"].to_numpy(dtype=bool)[rows][counted]
-    discounted = np.bincount(c_codes, weights=discount, minlength=n)
-    out["discount_share"] = np.where(has_orders, discounted / np.maximum(count, 1), np.nan)
-    first_channel = np.full(n, None, dtype=object)
-    c, first_rows = _extreme_rows(c_codes, c_ns, c_oids, n, latest=False)
-    channel = column("channel")[counted][first_rows]
-    first_channel[c] = _none_for_na(channel)
-    out["first_channel"] = first_channel
-    engaged = np.full(n, _NAT, dtype=np.int64)
-    engaged[cust_pos] = _ns(customers["last_engaged_at"])
-    out["last_engaged_at"] = _to_ts(engaged, engaged != _NAT)
-
-    compact = pd.DataFrame({"code": c_codes, "day": c_ns // NS_PER_DAY, "total_micros": micros})
-    purchases = _purchases(c_oids, c_codes, c_ns, lines, keys)
-    return CustomerTable(frame=out, orders=compact, purchases=purchases)
-
-
-def group_sum(codes: IntArray, values: IntArray, n: int) -> IntArray:
+def group_sum(codes: npt.NDArray[Any], values: IntArray, n: int) -> IntArray:
     """Exact int64 sums per code (order-independent, unlike float sums); ``ufunc.at`` beats groupby."""
     out = np.zeros(n, dtype=np.int64)
     np.add.at(out, codes, values)
     return out
 
 
-def group_extreme(codes: IntArray, values: IntArray, n: int, *, latest: bool) -> IntArray:
+def group_extreme(codes: npt.NDArray[Any], values: IntArray, n: int, *, latest: bool) -> IntArray:
     """Max (``latest``) or min per code; codes without rows get the int64 min / max."""
     if latest:
         out = np.full(n, np.iinfo(np.int64).min, dtype=np.int64)
@@ -269,29 +78,278 @@ def group_extreme(codes: IntArray, values: IntArray, n: int, *, latest: bool) ->
     return out
 
 
-def _purchases(oids: ObjArray, codes: IntArray, ns: IntArray, lines: pd.DataFrame, keys: ObjArray) -> pd.DataFrame:
-    """(customer, product_id, sku) -> last time bought, from lines of counted orders with quantity > 0."""
-    columns = ["code", "customer_key", "product_id", "sku", "last_bought_at"]
-    if len(lines) == 0 or len(oids) == 0:
-        empty = pd.DataFrame({c: pd.Series([], dtype=object) for c in columns})
-        empty["code"] = empty["code"].astype(np.int64)
-        empty["last_bought_at"] = pd.Series([], dtype="datetime64[ns, UTC]")
-        return empty
-    pos = pd.Index(oids).get_indexer(pd.Index(lines["order_id"].to_numpy(dtype=object)))
-    product = lines["product_id"].to_numpy(dtype=object)
-    sku = lines["sku"].to_numpy(dtype=object)
-    keep = (pos >= 0) & (lines["quantity"].to_numpy() > 0) & ~(pd.isna(product) & pd.isna(sku))
-    bought = pd.DataFrame(
-        {"code": codes[pos[keep]], "product_id": product[keep], "sku": sku[keep], "ns": ns[pos[keep]]}
-    )
-    result = bought.groupby(["code", "product_id", "sku"], dropna=False, sort=True)["ns"].max().reset_index()
-    result_codes = result["code"].to_numpy(np.int64)
-    return pd.DataFrame(
-        {
-            "code": result_codes,
-            "customer_key": keys[result_codes],
-            "product_id": result["product_id"].astype(object).where(result["product_id"].notna(), None),
-            "sku": result["sku"].astype(object).where(result["sku"].notna(), None),
-            "last_bought_at": _to_ts(result["ns"].to_numpy(np.int64), np.ones(len(result), dtype=bool)),
-        }
-    )
+def extreme_rows(
+    codes: IntArray, ns: IntArray, order_ids: npt.NDArray[Any], n: int, *, latest: bool
+) -> tuple[IntArray, IntArray]:
+    """(code, row) of each code's earliest/latest row by (created_at, order_id), deterministic."""
+    if len(codes) == 0:
+        return np.empty(0, np.int64), np.empty(0, np.int64)
+    ext = group_extreme(codes, ns, n, latest=latest)
+    cand = np.flatnonzero(ns == ext[codes])
+    cand_codes = codes[cand]
+    tied = np.bincount(cand_codes, minlength=n)[cand_codes] > 1
+    if tied.any():  # same timestamp: order_id decides (rare, so the string sort stays small)
+        oids = np.asarray(order_ids[cand[tied]], dtype=object)
+        pick = pd.DataFrame({"code": cand_codes[tied], "oid": oids, "row": cand[tied]})
+        pick = pick.sort_values(["code", "oid"], ascending=[True, not latest], kind="stable")
+        pick = pick.drop_duplicates("code")
+        cand = np.concatenate([cand[~tied], pick["row"].to_numpy(np.int64)])
+        cand_codes = codes[cand]
+    return cand_codes, cand
+
+
+def _to_ts(ns: IntArray, valid: BoolArray) -> pd.DatetimeIndex:
+    values = np.where(valid, ns, _NAT).view("datetime64[ns]")
+    return pd.DatetimeIndex(values).tz_localize("UTC")
+
+
+class CustomerTable:
+    """Per-customer aggregates as arrays aligned with the sorted customer keys, plus what rules need.
+
+    Rows are customer keys sorted as strings (``keys``: their codes in ``facts.strings``). Counted
+    orders are kept compactly (``order_code`` = row, ``order_day`` = UTC day number, ``order_micros``)
+    for windowed rules. Identity columns, the pandas :attr:`frame` and :attr:`purchases` are built on
+    first use, so a recompute that does not need them does not pay for them.
+    """
+
+    def __init__(self, facts: Facts, rows: IntArray | None, key: IntArray) -> None:
+        f = self.facts = facts
+        self._rows = rows  # live order rows (None = all rows of the facts)
+        strings = f.strings
+        order = strings.order
+        size = len(strings)
+        used = np.zeros(size, dtype=bool)
+        used[f.c_id] = True
+        used[key] = True
+        self.keys: IntArray = order[used[order]]
+        n = self.n = len(self.keys)
+        pos = np.full(size, -1, dtype=np.int64)
+        pos[self.keys] = np.arange(n, dtype=np.int64)
+        self.codes: IntArray = pos[key]  # row of every live order
+        self.cust_pos: IntArray = pos[f.c_id]
+        self.in_customers = np.zeros(n, dtype=bool)
+        self.in_customers[self.cust_pos] = True
+        self.is_store_id = self.in_customers.copy()
+        self.is_store_id[self.codes[self._take(f.o_cid) >= 0]] = True
+
+        counted = ~self._take(f.o_cancelled)
+        self.counted_rows = np.flatnonzero(counted)
+        c_codes = self.codes[self.counted_rows]
+        c_ns = self._take(f.o_ns)[self.counted_rows]
+        micros = self._take(f.o_micros)[self.counted_rows]
+        self.order_count: IntArray = np.bincount(c_codes, minlength=n).astype(np.int64)
+        has = self.order_count > 0
+        self.first_ns: IntArray = np.where(has, group_extreme(c_codes, c_ns, n, latest=False), _NAT)
+        self.last_ns: IntArray = np.where(has, group_extreme(c_codes, c_ns, n, latest=True), _NAT)
+        self.revenue_micros = group_sum(c_codes, micros, n)
+        discounted = self._take(f.o_discount)[self.counted_rows]
+        self.discount_count: IntArray = np.bincount(c_codes[discounted], minlength=n).astype(np.int64)
+        self.engaged_ns: IntArray = np.full(n, _NAT, dtype=np.int64)
+        self.engaged_ns[self.cust_pos] = f.c_engaged_ns
+        self.order_code, self.order_micros = c_codes, micros
+        self.order_day: IntArray = c_ns // NS_PER_DAY
+
+    def _take(self, column: npt.NDArray[Any]) -> npt.NDArray[Any]:
+        return column if self._rows is None else column[self._rows]
+
+    def __len__(self) -> int:
+        return self.n
+
+    # -- derived measures ----------------------------------------------------------------
+    @cached_property
+    def revenue(self) -> npt.NDArray[np.float64]:
+        out: npt.NDArray[np.float64] = self.revenue_micros / MICROS
+        return out
+
+    @cached_property
+    def mean_gap_days(self) -> npt.NDArray[np.float64]:
+        span = (self.last_ns // NS_PER_DAY - self.first_ns // NS_PER_DAY).astype(np.float64)
+        count = self.order_count
+        with np.errstate(invalid="ignore"):
+            return np.where(count >= 2, span / np.maximum(count - 1, 1), np.nan)
+
+    @cached_property
+    def discount_share(self) -> npt.NDArray[np.float64]:
+        count = self.order_count
+        return np.where(count > 0, self.discount_count / np.maximum(count, 1), np.nan)
+
+    @cached_property
+    def consent(self) -> npt.NDArray[np.int8]:
+        """Consent codes (index into ``facts.CONSENTS``); see the module doc for keys without a row."""
+        f = self.facts
+        out = np.full(self.n, UNKNOWN_CONSENT, dtype=np.int8)
+        out[self.cust_pos] = f.c_consent
+        accepts = self._take(f.o_accepts)
+        outside = ~self.in_customers[self.codes]
+        if (accepts[outside] == 1).any():
+            rows = np.flatnonzero(outside)
+            c, latest = extreme_rows(
+                self.codes[rows], self._take(f.o_ns)[rows], self._take(f.o_id)[rows], self.n, latest=True
+            )
+            subscribed = c[accepts[rows[latest]] == 1]
+            out[subscribed] = _SUBSCRIBED
+        return out
+
+    def _from_customers(self, column: npt.NDArray[np.int32]) -> IntArray:
+        out = np.full(self.n, -1, dtype=np.int64)
+        out[self.cust_pos] = column
+        return out
+
+    def _latest_code(self, values: npt.NDArray[np.int32]) -> IntArray:
+        """Per row, the code on its latest order that has one (-1 where none)."""
+        f = self.facts
+        taken = self._take(values)
+        has = np.flatnonzero(taken >= 0)
+        out = np.full(self.n, -1, dtype=np.int64)
+        if len(has):
+            c, rows = extreme_rows(
+                self.codes[has], self._take(f.o_ns)[has], self._take(f.o_id)[has], self.n, latest=True
+            )
+            out[c] = taken[has[rows]]
+        return out
+
+    @cached_property
+    def email_code(self) -> IntArray:
+        out = np.where(self.is_store_id, self._from_customers(self.facts.c_email), self.keys)
+        missing = out < 0
+        if missing.any():
+            out = np.where(missing, self._latest_code(self.facts.o_email), out)
+        return out
+
+    @cached_property
+    def phone_code(self) -> IntArray:
+        out = self._from_customers(self.facts.c_phone)
+        missing = out < 0
+        if missing.any() and (self.facts.o_phone >= 0).any():
+            out = np.where(missing, self._latest_code(self.facts.o_phone), out)
+        return out
+
+    @cached_property
+    def first_channel_code(self) -> IntArray:
+        f = self.facts
+        out = np.full(self.n, -1, dtype=np.int64)
+        rows = self.counted_rows
+        c, first = extreme_rows(
+            self.order_code, self._take(f.o_ns)[rows], self._take(f.o_id)[rows], self.n, latest=False
+        )
+        out[c] = self._take(f.o_channel)[rows[first]]
+        return out
+
+    def text(self, codes: npt.NDArray[Any]) -> ObjArray:
+        """Strings of codes, None for -1."""
+        out: ObjArray = self.facts.strings.array()[codes]
+        return out
+
+    # -- pandas views ------------------------------------------------------------------------
+    @cached_property
+    def index(self) -> pd.Index:
+        return pd.Index(self.text(self.keys), name="customer_key", dtype=object)
+
+    @cached_property
+    def frame(self) -> pd.DataFrame:
+        f = self.facts
+        out = pd.DataFrame(index=self.index)
+        out["customer_id"] = self.text(np.where(self.is_store_id, self.keys, -1))
+        out["email"] = self.text(self.email_code)
+        out["phone"] = self.text(self.phone_code)
+        out["first_name"] = self.text(self._from_customers(f.c_first))
+        out["last_name"] = self.text(self._from_customers(f.c_last))
+        out["country"] = self.text(self._from_customers(f.c_country))
+        out["email_consent"] = np.asarray(CONSENTS, dtype=object)[self.consent]
+        has = self.order_count > 0
+        out["first_order_at"] = _to_ts(self.first_ns, has)
+        out["last_order_at"] = _to_ts(self.last_ns, has)
+        out["order_count"] = self.order_count
+        out["revenue"] = self.revenue
+        out["mean_gap_days"] = self.mean_gap_days
+        out["discount_share"] = self.discount_share
+        out["first_channel"] = self.text(self.first_channel_code)
+        out["last_engaged_at"] = _to_ts(self.engaged_ns, self.engaged_ns != _NAT)
+        return out
+
+    @cached_property
+    def orders(self) -> pd.DataFrame:
+        """Counted orders: ``code`` (row), ``day`` (UTC day number), ``total_micros``."""
+        return pd.DataFrame({"code": self.order_code, "day": self.order_day, "total_micros": self.order_micros})
+
+    def bought(self, products: tuple[str, ...], skus: tuple[str, ...], since_day: int | None) -> BoolArray:
+        """Rows with a line (quantity > 0) of a counted order for one of the products/skus, on/after a day."""
+        f = self.facts
+        mask = np.zeros(self.n, dtype=bool)
+        if len(f.l_order) == 0:
+            return mask
+        wanted_p, wanted_s = f.strings.lookup(products), f.strings.lookup(skus)
+        hit = (np.isin(f.l_product, wanted_p) | np.isin(f.l_sku, wanted_s)) & (f.l_qty > 0)
+        line_order = f.l_order[hit]
+        row_of = self._counted_row_of_order()
+        rows = row_of[line_order]
+        rows = rows[rows >= 0]
+        if since_day is not None:
+            rows = rows[self.order_day[rows] >= since_day]
+        mask[self.order_code[rows]] = True
+        return mask
+
+    def _counted_row_of_order(self) -> IntArray:
+        """For every facts order row, its position among counted orders (-1 if not counted/live)."""
+        size = len(self.facts.o_ns)
+        out = np.full(size, -1, dtype=np.int64)
+        live = np.arange(size, dtype=np.int64) if self._rows is None else self._rows
+        out[live[self.counted_rows]] = np.arange(len(self.counted_rows), dtype=np.int64)
+        return out
+
+    @cached_property
+    def purchases(self) -> pd.DataFrame:
+        """(customer, product_id, sku) -> last time bought, from lines of counted orders with quantity > 0."""
+        f = self.facts
+        rows = self._counted_row_of_order()[f.l_order] if len(f.l_order) else np.empty(0, np.int64)
+        keep = (rows >= 0) & (f.l_qty > 0) & ~((f.l_product < 0) & (f.l_sku < 0))
+        rows = rows[keep]
+        ns = self._take(f.o_ns)[self.counted_rows][rows]
+        bought = pd.DataFrame(
+            {"code": self.order_code[rows], "product": f.l_product[keep], "sku": f.l_sku[keep], "ns": ns}
+        )
+        result = bought.groupby(["code", "product", "sku"], sort=True)["ns"].max().reset_index()
+        codes = result["code"].to_numpy(np.int64)
+        return pd.DataFrame(
+            {
+                "code": codes,
+                "customer_key": self.text(self.keys[codes]),
+                "product_id": self.text(result["product"].to_numpy()),
+                "sku": self.text(result["sku"].to_numpy()),
+                "last_bought_at": _to_ts(result["ns"].to_numpy(np.int64), np.ones(len(result), dtype=bool)),
+            }
+        )
+
+
+def table_from_facts(facts: Facts) -> CustomerTable:
+    """Key every live order (see the module doc) and aggregate per customer key, on integer codes only."""
+    f = facts
+    ok = ~f.o_test & ((f.o_cid >= 0) | (f.o_email >= 0))  # orders with neither id nor email are excluded
+    rows = None if ok.all() else np.flatnonzero(ok)
+    cid = f.o_cid if rows is None else f.o_cid[rows]
+    email = f.o_email if rows is None else f.o_email[rows]
+    key = cid.astype(np.int64)
+    guest = (cid < 0) & (email >= 0)
+    if guest.any():
+        rank = f.strings.rank()
+        big = np.iinfo(np.int64).max
+        best = np.full(len(f.strings), big, dtype=np.int64)
+        with_email = f.c_email >= 0
+        np.minimum.at(best, f.c_email[with_email], rank[f.c_id[with_email]])  # smallest id wins
+        known = best < big
+        registered = (cid >= 0) & (email >= 0)
+        pairs = registered & ~known[np.maximum(email, 0)]
+        np.minimum.at(best, email[pairs], rank[cid[pairs]])
+        mapped = best[email[guest]]
+        key[guest] = np.where(mapped < big, f.strings.order[np.minimum(mapped, len(f.strings) - 1)], email[guest])
+    return CustomerTable(facts, rows, key)
+
+
+def build_customer_table(
+    orders: pd.DataFrame, customers: pd.DataFrame, lines: pd.DataFrame | None = None
+) -> CustomerTable:
+    """Aggregate orders (and optional order lines) per customer key; see the module doc for the rules."""
+    orders = validate_orders(orders)
+    customers = validate_customers(customers)
+    lines = validate_lines(lines if lines is not None else empty_lines())
+    return table_from_facts(facts_from_frames(orders, customers, lines))

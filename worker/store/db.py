@@ -55,14 +55,22 @@ class Store:
         self.dialect = engine.dialect.name
 
     # -- helpers -------------------------------------------------------------------
-    def _upsert(self, conn: Connection, table: Table, rows: Sequence[Mapping[str, Any]], keys: list[str]) -> None:
+    def _upsert(
+        self,
+        conn: Connection,
+        table: Table,
+        rows: Sequence[Mapping[str, Any]],
+        keys: list[str],
+        keep: tuple[str, ...] = (),
+    ) -> None:
+        """Insert or update by ``keys``; columns in ``keep`` are written on insert only."""
         if not rows:
             return
         insert = postgresql.insert if self.dialect == "postgresql" else sqlite.insert
         columns = list(rows[0].keys())
         for chunk in _chunks(rows):
             stmt = insert(table).values(list(chunk))
-            updates = {c: stmt.excluded[c] for c in columns if c not in keys}
+            updates = {c: stmt.excluded[c] for c in columns if c not in keys and c not in keep}
             stmt = (
                 stmt.on_conflict_do_update(index_elements=keys, set_=updates)
                 if updates
@@ -71,14 +79,38 @@ class Store:
             conn.execute(stmt)
 
     # -- ingest ----------------------------------------------------------------------
+    def reserve_ingest(self, conn: Connection, rows: int) -> tuple[int, int]:
+        """Next ingest batch number and the first of ``rows`` fresh row numbers.
+
+        The counter row stays locked until the caller's transaction ends, so batches commit in
+        sequence order and a snapshot that has read up to ``seq`` never misses an earlier batch.
+        """
+        state = schema.ingest_state.c
+        conn.execute(update(schema.ingest_state).values(seq=state.seq + 1, next_row=state.next_row + rows))
+        seq, next_row = conn.execute(select(state.seq, state.next_row)).one()
+        return int(seq), int(next_row) - rows
+
+    def bump_generation(self, conn: Connection) -> None:
+        """Rows were deleted: every snapshot must reload (incremental refresh only sees writes)."""
+        state = schema.ingest_state.c
+        conn.execute(update(schema.ingest_state).values(generation=state.generation + 1))
+
+    def _stamped(self, conn: Connection, rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+        seq, first = self.reserve_ingest(conn, len(rows))
+        return [{**row, "ingest_seq": seq, "row_no": first + i} for i, row in enumerate(rows)]
+
     def upsert_customers(self, rows: Sequence[Mapping[str, Any]]) -> None:
+        if not rows:
+            return
         with self.engine.begin() as conn:
-            self._upsert(conn, schema.customers, rows, ["customer_id"])
+            self._upsert(conn, schema.customers, self._stamped(conn, rows), ["customer_id"], keep=("row_no",))
 
     def upsert_orders(self, rows: Sequence[Mapping[str, Any]], lines: Sequence[Mapping[str, Any]]) -> None:
         """Orders upserted by id; their lines replaced as a whole (an edit can drop a line)."""
+        if not rows:
+            return
         with self.engine.begin() as conn:
-            self._upsert(conn, schema.orders, rows, ["order_id"])
+            self._upsert(conn, schema.orders, self._stamped(conn, rows), ["order_id"], keep=("row_no",))
             ids = [r["order_id"] for r in rows]
             for chunk in _chunks(ids):
                 conn.execute(delete(schema.order_lines).where(schema.order_lines.c.order_id.in_(chunk)))
@@ -87,11 +119,12 @@ class Store:
 
     def set_engagement(self, rows: Sequence[tuple[str, datetime]]) -> None:
         with self.engine.begin() as conn:
+            seq, _ = self.reserve_ingest(conn, 0)
             for customer_id, when in rows:
                 conn.execute(
                     update(schema.customers)
                     .where(schema.customers.c.customer_id == customer_id)
-                    .values(last_engaged_at=when)
+                    .values(last_engaged_at=when, ingest_seq=seq)
                 )
 
     def get_watermark(self, source: str, stream: str) -> datetime | None:
@@ -322,6 +355,7 @@ class Store:
             keys = [email, *customer_ids]
             conn.execute(delete(schema.profiles).where(p.customer_key.in_(keys) | (p.email == email)))
             conn.execute(delete(schema.segment_members).where(schema.segment_members.c.customer_key.in_(keys)))
+            self.bump_generation(conn)
             detail = {"customer_ids": customer_ids, "orders_deleted": len(order_ids), "keys": keys}
             result = conn.execute(
                 schema.erasures.insert().values(

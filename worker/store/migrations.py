@@ -6,9 +6,10 @@ New versions append to :data:`MIGRATIONS` and never edit an old one.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable
 
-from sqlalchemy import Connection, Engine, inspect, select
+from sqlalchemy import Connection, Engine, bindparam, inspect, select, text, update
 
 from worker.store import schema
 
@@ -20,8 +21,39 @@ def _v1_initial(conn: Connection) -> None:
     schema.metadata.create_all(conn, tables=tables)
 
 
+def _v2_ingest_seq(conn: Connection) -> None:
+    """Ingest sequence and row numbers on orders/customers, and the counter row (snapshot refresh)."""
+    # v1 creates tables from the current metadata, so on a new database the columns already exist
+    for table in (schema.orders, schema.customers):
+        present = {c["name"] for c in inspect(conn).get_columns(table.name)}
+        for name in ("ingest_seq", "row_no"):
+            if name not in present:
+                conn.execute(text(f"ALTER TABLE {table.name} ADD COLUMN {name} INTEGER"))
+        indexes = {i["name"] for i in inspect(conn).get_indexes(table.name)}
+        index_name = f"ix_{table.name}_ingest_seq"
+        if index_name not in indexes:
+            conn.execute(text(f"CREATE INDEX {index_name} ON {table.name} (ingest_seq)"))
+    schema.ingest_state.create(conn, checkfirst=True)
+    if conn.execute(select(schema.ingest_state.c.id)).first() is None:
+        conn.execute(
+            schema.ingest_state.insert().values(id=1, seq=1, next_row=1, generation=1, instance=uuid.uuid4().hex)
+        )
+    # rows written before v2 form batch 1, numbered in key order
+    for table, key in ((schema.orders, "order_id"), (schema.customers, "customer_id")):
+        ids = conn.execute(select(table.c[key]).where(table.c.row_no.is_(None)).order_by(table.c[key])).scalars()
+        start = int(conn.execute(select(schema.ingest_state.c.next_row)).scalar_one())
+        rows = [{"k": k, "n": start + i} for i, k in enumerate(ids)]
+        if rows:
+            conn.execute(
+                update(table).where(table.c[key] == bindparam("k")).values(row_no=bindparam("n"), ingest_seq=1),
+                rows,
+            )
+            conn.execute(update(schema.ingest_state).values(next_row=start + len(rows)))
+
+
 MIGRATIONS: list[tuple[int, str, Migration]] = [
     (1, "initial schema", _v1_initial),
+    (2, "ingest sequence and row numbers for the columnar snapshot", _v2_ingest_seq),
 ]
 
 LATEST = MIGRATIONS[-1][0]

@@ -34,6 +34,8 @@ customers = Table(
     Column("consent_updated_at", TS),
     Column("last_engaged_at", TS),
     Column("updated_at", TS, nullable=False),
+    Column("ingest_seq", Integer, index=True),  # v2, as on orders
+    Column("row_no", Integer),
 )
 
 orders = Table(
@@ -54,6 +56,9 @@ orders = Table(
     Column("landing_page", Text),
     Column("referrer", Text),
     Column("accepts_marketing", Boolean),
+    # v2: ingest batch that last wrote the row, and a row number fixed at first insert (snapshot.py)
+    Column("ingest_seq", Integer, index=True),
+    Column("row_no", Integer),
 )
 
 order_lines = Table(
@@ -161,4 +166,16 @@ erasures = Table(
     Column("requested_at", TS, nullable=False),
     Column("completed_at", TS),
     Column("detail", Text, nullable=False, default="{}"),
+)
+
+#: v2: counters of the columnar snapshot. ``seq`` grows with every order/customer write batch,
+#: ``next_row`` hands out row numbers, ``generation`` grows when rows are deleted (snapshots reload).
+ingest_state = Table(
+    "ingest_state",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("seq", Integer, nullable=False),
+    Column("next_row", Integer, nullable=False),
+    Column("generation", Integer, nullable=False),
+    Column("instance", String(32), nullable=False),  # random per database: a cache names its source
 )

@@ -1,0 +1,226 @@
+"""Integer-coded order facts: the columnar input of the customer table, built once and kept up to date.
+
+Every string (customer id, email, phone, channel, name, product id, sku) is interned in one
+dictionary, :attr:`Facts.strings`; columns hold int32 codes into it (-1 = missing). The sort order of
+the dictionary is cached (:attr:`Facts.order`), so keying customers by sorted ``customer_key`` costs
+no string comparison per cycle. Test orders and key resolution are handled by the table builder, so an
+order re-ingested as a test order, or a customer arriving with a guest's email, needs no re-keying here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import pandas as pd
+
+from connectors.records import Consent
+
+I32 = npt.NDArray[np.int32]
+I64 = npt.NDArray[np.int64]
+I8 = npt.NDArray[np.int8]
+Bools = npt.NDArray[np.bool_]
+Objs = npt.NDArray[np.object_]
+NAT = np.iinfo(np.int64).min
+MICROS = 1_000_000
+#: consent states by code (``Facts.c_consent`` indexes this tuple)
+CONSENTS: tuple[str, ...] = tuple(c.value for c in Consent)
+UNKNOWN_CONSENT = CONSENTS.index(Consent.UNKNOWN.value)
+
+ORDER_ARRAYS = ("o_cid", "o_email", "o_ns", "o_micros", "o_cancelled", "o_test", "o_discount")
+ORDER_ARRAYS_2 = ("o_channel", "o_accepts", "o_phone")
+CUSTOMER_ARRAYS = ("c_id", "c_email", "c_phone", "c_first", "c_last", "c_country", "c_consent", "c_engaged_ns")
+LINE_ARRAYS = ("l_order", "l_product", "l_sku", "l_qty")
+
+
+class Interner:
+    """Append-only string dictionary with a cached sort order (merged, not re-sorted, on growth)."""
+
+    def __init__(self, strings: Sequence[str] = (), order: I64 | None = None) -> None:
+        self.strings: list[str] = list(strings)
+        self._index: dict[str, int] | None = None
+        self._order = order
+        self._sorted: Objs | None = None
+        self._array: Objs | None = None
+
+    def __len__(self) -> int:
+        return len(self.strings)
+
+    @property
+    def index(self) -> dict[str, int]:
+        if self._index is None:
+            self._index = {s: i for i, s in enumerate(self.strings)}
+        return self._index
+
+    def codes(self, values: Iterable[object]) -> I32:
+        """Codes of ``values`` (None/NaN -> -1), interning unseen strings."""
+        index, strings = self.index, self.strings
+        out: list[int] = []
+        append = out.append
+        for value in values:
+            if value is None or value != value:  # None, NaN, NA-likes
+                append(-1)
+                continue
+            text = str(value)
+            code = index.get(text)
+            if code is None:
+                code = index[text] = len(strings)
+                strings.append(text)
+            append(code)
+        return np.asarray(out, dtype=np.int32)
+
+    def factorize(self, values: npt.ArrayLike) -> I32:
+        """Like :meth:`codes` for a large column: factorize first, intern only the distinct values."""
+        local, uniques = pd.factorize(pd.Series(np.asarray(values, dtype=object)), use_na_sentinel=True)
+        if len(uniques) == 0:
+            return np.full(len(local), -1, dtype=np.int32)
+        mapping = np.append(self.codes(np.asarray(uniques, dtype=object)), np.int32(-1))
+        return mapping[local].astype(np.int32)
+
+    def lookup(self, values: Iterable[str]) -> I32:
+        """Codes of known strings only (unknown ones are left out)."""
+        index = self.index
+        return np.asarray([index[v] for v in values if v in index], dtype=np.int32)
+
+    def array(self) -> Objs:
+        """The strings as an object array with a trailing None, so code -1 reads as missing."""
+        if self._array is None or len(self._array) != len(self.strings) + 1:
+            self._array = np.asarray([*self.strings, None], dtype=object)
+        return self._array
+
+    @property
+    def order(self) -> I64:
+        """Codes sorted by their string (stable, code order among equals: there are none)."""
+        n = len(self.strings)
+        if self._order is None:
+            self._order = np.argsort(np.asarray(self.strings, dtype=object), kind="stable").astype(np.int64)
+            self._sorted = None
+        elif len(self._order) < n:  # merge the new strings into the cached order
+            old = self._order
+            new = np.arange(len(old), n, dtype=np.int64)
+            new_strings = np.asarray(self.strings[len(old) :], dtype=object)
+            new = new[np.argsort(new_strings, kind="stable")]
+            if self._sorted is None or len(self._sorted) != len(old):
+                self._sorted = np.asarray(self.strings, dtype=object)[old]
+            at = np.searchsorted(self._sorted, np.asarray(self.strings, dtype=object)[new], side="right")
+            self._order = np.insert(old, at, new)
+            self._sorted = None
+        return self._order
+
+    def rank(self) -> I64:
+        """Position of each code in the sorted order."""
+        order = self.order
+        rank = np.empty(len(order), dtype=np.int64)
+        rank[order] = np.arange(len(order), dtype=np.int64)
+        return rank
+
+
+@dataclass(eq=False)
+class Facts:
+    """Orders, customers and order lines as code columns (see the module doc).
+
+    Orders: ``o_id`` (order ids, for deterministic tie-breaks), ``o_cid``/``o_email``/``o_phone``/
+    ``o_channel`` codes, ``o_ns`` (created_at, UTC ns), ``o_micros`` (current total in micro-units),
+    ``o_cancelled``/``o_test``/``o_discount`` flags, ``o_accepts`` (-1 unknown, 0, 1). Customers:
+    ``c_*`` codes, ``c_consent`` (index into :data:`CONSENTS`), ``c_engaged_ns`` (NAT if never). Lines:
+    ``l_order`` (row in the order columns), ``l_product``/``l_sku`` codes, ``l_qty``.
+    """
+
+    strings: Interner
+    o_id: npt.NDArray[Any]
+    o_cid: I32
+    o_email: I32
+    o_ns: I64
+    o_micros: I64
+    o_cancelled: Bools
+    o_test: Bools
+    o_discount: Bools
+    o_channel: I32
+    o_accepts: I8
+    o_phone: I32
+    c_id: I32
+    c_email: I32
+    c_phone: I32
+    c_first: I32
+    c_last: I32
+    c_country: I32
+    c_consent: I8
+    c_engaged_ns: I64
+    l_order: I64 = field(default_factory=lambda: np.empty(0, np.int64))
+    l_product: I32 = field(default_factory=lambda: np.empty(0, np.int32))
+    l_sku: I32 = field(default_factory=lambda: np.empty(0, np.int32))
+    l_qty: I64 = field(default_factory=lambda: np.empty(0, np.int64))
+
+    def with_lines(self, l_order: I64, l_product: I32, l_sku: I32, l_qty: I64) -> Facts:
+        return replace(self, l_order=l_order, l_product=l_product, l_sku=l_sku, l_qty=l_qty)
+
+
+def ns_of(series: pd.Series) -> I64:
+    """UTC timestamps as int64 nanoseconds (NaT becomes the int64 minimum)."""
+    naive = series.dt.tz_convert("UTC").dt.tz_localize(None)
+    ns: I64 = naive.to_numpy(dtype="datetime64[ns]").view(np.int64)
+    return ns
+
+
+def micros_of(totals: npt.ArrayLike) -> I64:
+    """Money in integer micro-units, so sums are exact and order-independent."""
+    out: I64 = np.round(np.asarray(totals, dtype=np.float64) * MICROS).astype(np.int64)
+    return out
+
+
+def tristate(values: pd.Series) -> I8:
+    """A nullable boolean column as -1 (missing), 0, 1."""
+    out = np.full(len(values), -1, dtype=np.int8)
+    known = values.notna().to_numpy(dtype=bool)
+    out[known] = values[known].astype(bool).to_numpy(dtype=np.int8)
+    return out
+
+
+def consent_codes(values: npt.ArrayLike) -> I8:
+    codes = pd.Categorical(np.asarray(values, dtype=object), categories=list(CONSENTS)).codes
+    return np.where(codes < 0, UNKNOWN_CONSENT, codes).astype(np.int8)
+
+
+def facts_from_frames(orders: pd.DataFrame, customers: pd.DataFrame, lines: pd.DataFrame) -> Facts:
+    """Facts from frames already validated by :mod:`worker.segments.frames`."""
+    strings = Interner()
+    n = len(orders)
+    absent = np.full(n, -1, dtype=np.int32)
+    o_id = orders["order_id"].to_numpy(dtype=object)
+    facts = Facts(
+        strings=strings,
+        o_id=o_id,
+        o_cid=strings.factorize(orders["customer_id"]),
+        o_email=strings.factorize(orders["email"]),
+        o_ns=ns_of(orders["created_at"]),
+        o_micros=micros_of(orders["total"]),
+        o_cancelled=orders["cancelled"].to_numpy(dtype=bool),
+        o_test=orders["test"].to_numpy(dtype=bool),
+        o_discount=orders["has_discount"].to_numpy(dtype=bool),
+        o_channel=strings.factorize(orders["channel"]),
+        o_accepts=tristate(orders["accepts_marketing"])
+        if "accepts_marketing" in orders.columns
+        else np.full(n, -1, dtype=np.int8),
+        o_phone=strings.factorize(orders["phone"]) if "phone" in orders.columns else absent,
+        c_id=strings.factorize(customers["customer_id"]),
+        c_email=strings.factorize(customers["email"]),
+        c_phone=strings.factorize(customers["phone"]),
+        c_first=strings.factorize(customers["first_name"]),
+        c_last=strings.factorize(customers["last_name"]),
+        c_country=strings.factorize(customers["country"]),
+        c_consent=consent_codes(customers["email_consent"]),
+        c_engaged_ns=ns_of(customers["last_engaged_at"]),
+    )
+    if len(lines) == 0 or n == 0:
+        return facts
+    pos = pd.Index(o_id).get_indexer(pd.Index(lines["order_id"].to_numpy(dtype=object)))
+    known = pos >= 0
+    return facts.with_lines(
+        pos[known].astype(np.int64),
+        strings.factorize(lines["product_id"].to_numpy(dtype=object)[known]),
+        strings.factorize(lines["sku"].to_numpy(dtype=object)[known]),
+        lines["quantity"].to_numpy(dtype=np.int64)[known],
+    )

@@ -1,0 +1,347 @@
+"""A per-process columnar copy of orders, customers and order lines, refreshed incrementally.
+
+The SQL store stays the source of truth. Every order/customer write batch stamps its rows with a
+growing ``ingest_seq`` (and a ``row_no`` fixed at first insert); a refresh reads only rows with
+``ingest_seq`` above the last one it saw and upserts them into the arrays by ``row_no`` (a re-ingested
+order replaces its previous version, its lines are replaced as a whole). Deletions bump
+``generation`` and force a full reload. The arrays may be saved to a local ``.npz`` cache so a new
+process does not re-read millions of rows; a missing, unreadable or stale cache is simply rebuilt.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import pandas as pd
+from numpy.dtypes import StringDType
+from sqlalchemy import select, text
+
+from worker.segments.facts import (
+    NAT,
+    Facts,
+    Interner,
+    consent_codes,
+    micros_of,
+)
+from worker.store import schema
+from worker.store.db import Store
+
+log = logging.getLogger(__name__)
+FETCH = 200_000
+SEP = "\x00"
+CACHE_FORMAT = 1
+
+_ORDERS_SQL = (
+    "SELECT row_no, order_id, customer_id, email, created_at, total, cancelled, test, has_discount, channel, "
+    "accepts_marketing FROM orders WHERE ingest_seq > :seq ORDER BY row_no"
+)
+_CUSTOMERS_SQL = (
+    "SELECT row_no, customer_id, email, phone, first_name, last_name, country, email_consent, last_engaged_at "
+    "FROM customers WHERE ingest_seq > :seq ORDER BY row_no"
+)
+_LINES_SQL = (
+    "SELECT o.row_no, l.product_id, l.sku, l.quantity FROM order_lines l JOIN orders o ON o.order_id = l.order_id "
+    "WHERE o.ingest_seq > :seq"
+)
+
+
+def _ns(values: Sequence[Any]) -> npt.NDArray[np.int64]:
+    """Timestamps from a driver (ISO text from SQLite, datetimes from PostgreSQL) as UTC ns."""
+    if len(values) == 0:
+        return np.empty(0, np.int64)
+    stamps = pd.to_datetime(pd.Series(values, dtype=object), utc=True, format="ISO8601")
+    ns: npt.NDArray[np.int64] = stamps.dt.tz_localize(None).to_numpy(dtype="datetime64[ns]").view(np.int64).copy()
+    return ns
+
+
+def _flags(values: Sequence[Any]) -> npt.NDArray[np.bool_]:
+    return np.asarray([bool(v) for v in values], dtype=bool)
+
+
+def _tristate(values: Sequence[Any]) -> npt.NDArray[np.int8]:
+    return np.asarray([-1 if v is None else int(bool(v)) for v in values], dtype=np.int8)
+
+
+@dataclass
+class _Columns:
+    """Rows sorted by ``row``; ``data`` maps a Facts field name to its array."""
+
+    row: npt.NDArray[np.int64]
+    data: dict[str, npt.NDArray[Any]]
+
+    @classmethod
+    def concat(cls, parts: list[_Columns], names: Sequence[str]) -> _Columns:
+        if not parts:
+            return cls(np.empty(0, np.int64), {})
+        return cls(
+            np.concatenate([p.row for p in parts]),
+            {name: np.concatenate([p.data[name] for p in parts]) for name in names},
+        )
+
+    def upsert(self, new: _Columns) -> bool:
+        """Replace rows with the same row number, append the rest; False if new rows are out of order."""
+        if len(new.row) == 0:
+            return True
+        if len(self.row) == 0:
+            self.row, self.data = new.row, new.data
+            return True
+        pos = np.searchsorted(self.row, new.row)
+        found = (pos < len(self.row)) & (self.row[np.minimum(pos, len(self.row) - 1)] == new.row)
+        fresh = ~found
+        if fresh.any() and new.row[fresh].min() <= self.row[-1]:
+            return False
+        for name, column in self.data.items():
+            column[pos[found]] = new.data[name][found]
+        if fresh.any():
+            self.row = np.concatenate([self.row, new.row[fresh]])
+            self.data = {name: np.concatenate([c, new.data[name][fresh]]) for name, c in self.data.items()}
+        return True
+
+
+ORDER_FIELDS = (
+    "o_id",
+    "o_cid",
+    "o_email",
+    "o_ns",
+    "o_micros",
+    "o_cancelled",
+    "o_test",
+    "o_discount",
+    "o_channel",
+    "o_accepts",
+)
+CUSTOMER_FIELDS = ("c_id", "c_email", "c_phone", "c_first", "c_last", "c_country", "c_consent", "c_engaged_ns")
+LINE_FIELDS = ("l_product", "l_sku", "l_qty")
+
+
+class Snapshot:
+    """Columnar orders/customers/lines of one store, as :class:`Facts` (see the module doc)."""
+
+    def __init__(self, store: Store, cache_path: Path | None = None, save_every: int = 200_000) -> None:
+        self.store = store
+        self.cache_path = cache_path
+        self.save_every = save_every
+        self._reset()
+        self.stats: dict[str, Any] = {}
+
+    def _reset(self) -> None:
+        self.instance = ""
+        self.generation = -1
+        self.seq = 0
+        self.strings = Interner()
+        self.orders = _Columns(np.empty(0, np.int64), {})
+        self.customers = _Columns(np.empty(0, np.int64), {})
+        self.lines = _Columns(np.empty(0, np.int64), {})
+        self.unsaved = 0
+
+    # -- reading SQL ---------------------------------------------------------------------
+    def _read_orders(self, conn: Any, seq: int) -> _Columns:
+        parts: list[_Columns] = []
+        result = conn.execute(text(_ORDERS_SQL), {"seq": seq})
+        while rows := result.fetchmany(FETCH):
+            cols = list(zip(*rows, strict=True))
+            parts.append(
+                _Columns(
+                    np.asarray(cols[0], dtype=np.int64),
+                    {
+                        "o_id": np.asarray(cols[1], dtype=StringDType()),
+                        "o_cid": self.strings.factorize(cols[2]),
+                        "o_email": self.strings.factorize(cols[3]),
+                        "o_ns": _ns(cols[4]),
+                        "o_micros": micros_of(cols[5]),
+                        "o_cancelled": _flags(cols[6]),
+                        "o_test": _flags(cols[7]),
+                        "o_discount": _flags(cols[8]),
+                        "o_channel": self.strings.factorize(cols[9]),
+                        "o_accepts": _tristate(cols[10]),
+                    },
+                )
+            )
+        return _Columns.concat(parts, ORDER_FIELDS)
+
+    def _read_customers(self, conn: Any, seq: int) -> _Columns:
+        parts: list[_Columns] = []
+        result = conn.execute(text(_CUSTOMERS_SQL), {"seq": seq})
+        while rows := result.fetchmany(FETCH):
+            cols = list(zip(*rows, strict=True))
+            engaged = pd.Series(cols[8], dtype=object)
+            engaged_ns = np.full(len(engaged), NAT, dtype=np.int64)
+            known = engaged.notna().to_numpy()
+            engaged_ns[known] = _ns(engaged[known].tolist())
+            parts.append(
+                _Columns(
+                    np.asarray(cols[0], dtype=np.int64),
+                    {
+                        "c_id": self.strings.factorize(cols[1]),
+                        "c_email": self.strings.factorize(cols[2]),
+                        "c_phone": self.strings.factorize(cols[3]),
+                        "c_first": self.strings.factorize(cols[4]),
+                        "c_last": self.strings.factorize(cols[5]),
+                        "c_country": self.strings.factorize(cols[6]),
+                        "c_consent": consent_codes(cols[7]),
+                        "c_engaged_ns": engaged_ns,
+                    },
+                )
+            )
+        return _Columns.concat(parts, CUSTOMER_FIELDS)
+
+    def _read_lines(self, conn: Any, seq: int) -> _Columns:
+        parts: list[_Columns] = []
+        result = conn.execute(text(_LINES_SQL), {"seq": seq})
+        while rows := result.fetchmany(FETCH):
+            cols = list(zip(*rows, strict=True))
+            parts.append(
+                _Columns(
+                    np.asarray(cols[0], dtype=np.int64),
+                    {
+                        "l_product": self.strings.factorize(cols[1]),
+                        "l_sku": self.strings.factorize(cols[2]),
+                        "l_qty": np.asarray(cols[3], dtype=np.int64),
+                    },
+                )
+            )
+        return _Columns.concat(parts, LINE_FIELDS)
+
+    # -- refresh -------------------------------------------------------------------------
+    def refresh(self) -> Facts:
+        """Bring the arrays up to date with the store and return them as facts."""
+        state = schema.ingest_state.c
+        with self.store.engine.connect() as conn:
+            instance, generation, seq = conn.execute(select(state.instance, state.generation, state.seq)).one()
+            if (instance, generation) != (self.instance, self.generation) and not self._load_cache(
+                instance, generation, seq
+            ):
+                self._reset()
+            full = self.seq == 0
+            since = self.seq
+            orders = self._read_orders(conn, since)
+            customers = self._read_customers(conn, since)
+            lines = self._read_lines(conn, since)
+        changed = len(orders.row) + len(customers.row)
+        ok = self.orders.upsert(orders) and self.customers.upsert(customers)
+        if not ok:  # rows numbered before ours appeared: cannot happen with the counter, reload anyway
+            log.warning("snapshot: out-of-order rows; reloading")
+            self._reset()
+            return self.refresh()
+        if len(orders.row):
+            drop = np.isin(self.lines.row, orders.row) if len(self.lines.row) else np.empty(0, bool)
+            if drop.any():
+                self.lines = _Columns(self.lines.row[~drop], {k: v[~drop] for k, v in self.lines.data.items()})
+            if len(lines.row):
+                self.lines = _Columns.concat([self.lines, lines], LINE_FIELDS) if len(self.lines.row) else lines
+        self.instance, self.generation, self.seq = instance, generation, int(seq)
+        self.unsaved += changed
+        self.stats = {"full": full, "changed_rows": changed, "orders": len(self.orders.row)}
+        if self.cache_path is not None and changed and (full or self.unsaved >= self.save_every):
+            self.save()
+        return self.facts()
+
+    def facts(self) -> Facts:
+        m = len(self.orders.row)
+        columns: dict[str, Any] = {name: np.empty(0, np.int32) for name in ORDER_FIELDS + CUSTOMER_FIELDS}
+        columns["o_id"] = np.empty(0, dtype=StringDType())
+        columns.update(self.orders.data)
+        columns.update(self.customers.data)
+        columns["c_consent"] = columns["c_consent"].astype(np.int8)
+        facts = Facts(strings=self.strings, o_phone=np.full(m, -1, dtype=np.int32), **columns)
+        if len(self.lines.row) and m:
+            l_order = np.searchsorted(self.orders.row, self.lines.row).astype(np.int64)
+            d = self.lines.data
+            facts = facts.with_lines(l_order, d["l_product"], d["l_sku"], d["l_qty"])
+        return facts
+
+    # -- cache file ------------------------------------------------------------------------
+    def save(self) -> None:
+        """Write the arrays to the cache file (atomically); skipped if a string holds the separator."""
+        assert self.cache_path is not None
+        strings = self.strings.strings
+        o_id = self.orders.data.get("o_id", np.empty(0, dtype=StringDType()))
+        ids = o_id.tolist()
+        if any(SEP in s for s in strings) or any(SEP in s for s in ids):
+            return
+        arrays: dict[str, npt.NDArray[Any]] = {
+            "meta": np.asarray([CACHE_FORMAT, self.generation, self.seq], dtype=np.int64),
+            "instance": np.frombuffer(self.instance.encode(), dtype=np.uint8),
+            "strings": np.frombuffer(SEP.join(strings).encode(), dtype=np.uint8),
+            "order": self.strings.order,
+            "o_id": np.frombuffer(SEP.join(ids).encode(), dtype=np.uint8),
+            "o_row": self.orders.row,
+            "c_row": self.customers.row,
+            "l_row": self.lines.row,
+        }
+        for prefix, columns in (("o", self.orders), ("c", self.customers), ("l", self.lines)):
+            for name, column in columns.data.items():
+                if name != "o_id":
+                    arrays[f"{prefix}:{name}"] = column
+        self.cache_path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=self.cache_path.parent, prefix=f".{self.cache_path.name}.")
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                np.savez(handle, allow_pickle=False, **arrays)
+            os.replace(tmp, self.cache_path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        self.unsaved = 0
+
+    def _load_cache(self, instance: str, generation: int, seq: int) -> bool:
+        """Load the cache file if it was written for this database and generation, not ahead of it."""
+        path = self.cache_path
+        if path is None or not path.exists():
+            return False
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                fmt, gen, cached_seq = (int(v) for v in data["meta"])
+                if (fmt, gen, bytes(data["instance"]).decode()) != (CACHE_FORMAT, generation, instance):
+                    return False
+                if cached_seq > seq:
+                    return False
+                strings = bytes(data["strings"]).decode().split(SEP) if len(data["strings"]) else []
+                order = data["order"]
+                ids = bytes(data["o_id"]).decode().split(SEP) if len(data["o_id"]) else []
+                orders = {k.split(":", 1)[1]: data[k] for k in data.files if k.startswith("o:")}
+                customers = {k.split(":", 1)[1]: data[k] for k in data.files if k.startswith("c:")}
+                lines = {k.split(":", 1)[1]: data[k] for k in data.files if k.startswith("l:")}
+                o_row, c_row, l_row = data["o_row"], data["c_row"], data["l_row"]
+            if len(order) != len(strings) or len(ids) != len(o_row):
+                return False
+            self._reset()
+            self.strings = Interner(strings, order)
+            if len(o_row):
+                orders["o_id"] = np.asarray(ids, dtype=StringDType())
+            self.orders = _Columns(o_row, orders)
+            self.customers = _Columns(c_row, customers)
+            self.lines = _Columns(l_row, lines)
+            self.instance, self.generation, self.seq = instance, generation, cached_seq
+            return True
+        except (OSError, ValueError, KeyError) as exc:
+            log.warning("snapshot cache unreadable (%s); rebuilding from the store", type(exc).__name__)
+            return False
+
+
+def default_cache_path(url: str) -> Path | None:
+    """Beside a SQLite file; PostgreSQL deployments pass a cache directory explicitly."""
+    if url.startswith("sqlite:///") and not url.startswith("sqlite:///:memory:"):
+        return Path(url.removeprefix("sqlite:///") + ".snapshot.npz")
+    return None
+
+
+_SNAPSHOTS: dict[str, Snapshot] = {}
+
+
+def snapshot_for(store: Store) -> Snapshot:
+    """The process's snapshot of this store's database (one per URL), created on first use."""
+    url = store.engine.url.render_as_string(hide_password=True)
+    snap = _SNAPSHOTS.get(url)
+    if snap is None:
+        snap = _SNAPSHOTS[url] = Snapshot(store, default_cache_path(url))
+    snap.store = store  # the latest Store object for this URL (tests open and dispose several)
+    return snap
