@@ -16,9 +16,7 @@ import phonenumbers
 Platform = Literal["meta", "google", "tiktok", "generic"]
 
 # letters may be any script (internationalized addresses, RFC 6531); \w is Unicode-aware here
-_EMAIL_RE = re.compile(
-    r"^[\w.!#$%&'*+/=?^`{|}~\-]+@[^\W_](?:[\w\-]{0,61}[^\W_])?(?:\.[^\W_](?:[\w\-]{0,61}[^\W_])?)+$"
-)
+_EMAIL_RE = re.compile(r"^[\w.!#$%&'*+/=?^`{|}~\-]+@[^\W_](?:[\w\-]{0,61}[^\W_])?(?:\.[^\W_](?:[\w\-]{0,61}[^\W_])?)+$")
 _SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import TypeVar
 
 from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt, stop_after_delay
+from tenacity.stop import stop_base
 
 from connectors.errors import LongPauseError, RateLimitedError, RetryableError
 
@@ -28,6 +29,16 @@ class RetryStats:
     retries: int = 0
     waited_seconds: float = 0.0
     throttled: int = 0
+
+
+class stop_when_idle_for(stop_base):  # named like tenacity's own stop conditions
+    """Stop once the planned sleeps add up to ``seconds`` (injected sleeps count too)."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+
+    def __call__(self, retry_state: RetryCallState) -> bool:
+        return retry_state.idle_for >= self.seconds
 
 
 @dataclass
@@ -74,7 +85,7 @@ class RetryPolicy:
             # idle_for sums the planned sleeps, so the bound holds even when sleep is injected
             stop=stop_after_attempt(self.max_attempts)
             | stop_after_delay(self.max_total_seconds)
-            | (lambda state: state.idle_for >= self.max_total_seconds),
+            | stop_when_idle_for(self.max_total_seconds),
             wait=check_pause,
             sleep=self.sleep,
             before_sleep=before_sleep,

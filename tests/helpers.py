@@ -6,6 +6,8 @@ import textwrap
 from pathlib import Path
 
 from connectors.records import Consent
+from worker.config import AppConfig
+from worker.sandbox import Sandbox
 from worker.store import Store
 
 
@@ -30,6 +32,27 @@ def seed_segment(
     )
     store.replace_segments({segment: keys})
     return keys
+
+
+def audience_now(sandbox: Sandbox, config: AppConfig, mapping_name: str) -> set[str]:
+    """What the destination holds for a mapping, as identities in our own format."""
+    from connectors.destinations.file import audience_path, read_audience
+    from connectors.destinations.meta import encode_identity
+    from connectors.emulators.mailchimp import MailchimpEmulator
+    from connectors.emulators.meta import MetaEmulator
+
+    mapping = config.mappings[mapping_name]
+    dest = config.destinations[mapping.destination]
+    emulator = sandbox.emulator(dest.type)
+    if isinstance(emulator, MailchimpEmulator):
+        segment = emulator.segment_by_name(mapping.audience, mapping.options["tag"])
+        return set() if segment is None else emulator.segment_members(mapping.audience, segment)
+    if isinstance(emulator, MetaEmulator):
+        return {
+            encode_identity([k for k, _ in row], tuple(v for _, v in row))
+            for row in emulator.audience(mapping.audience)
+        }
+    return read_audience(audience_path(dest.directory, mapping.audience))  # type: ignore[attr-defined]
 
 
 def write_config(path: Path, body: str, *, shop_url: str = "https://example.myshopify.com") -> Path:

@@ -132,9 +132,7 @@ def test_worker_runs_a_whole_cycle_from_the_shopify_emulator(
         app.send_task("audience_sync.cycle", queue=settings.queue)
         store = open_store(settings.database_url)
         run = wait_for(
-            lambda: next(
-                (r for r in store.recent_runs(mapping="buyers") if r.status in ("ok", "partial")), None
-            ),
+            lambda: next((r for r in store.recent_runs(mapping="buyers") if r.status in ("ok", "partial")), None),
             90,
             "the cycle's sync of the buyers mapping",
         )

@@ -12,7 +12,9 @@ from connectors.destinations.file import audience_path, read_audience
 from connectors.emulators.synthetic import SyntheticStore
 from connectors.identifiers import sha256_hex
 from tests.conftest import make_settings
+from tests.helpers import audience_now
 from worker.config import load_config
+from worker.factory import build_destination, make_runtime
 from worker.runner import run_cycle
 from worker.sandbox import Sandbox
 from worker.status import render_status, status_rows
@@ -23,9 +25,7 @@ NOW = datetime(2026, 6, 1, 12, tzinfo=UTC)
 
 def _sandbox_config(tmp_path: Path):  # type: ignore[no-untyped-def]
     config = load_config(None)
-    destinations = {
-        n: d.model_copy(update={"directory": tmp_path / "aud"}) for n, d in config.destinations.items()
-    }
+    destinations = {n: d.model_copy(update={"directory": tmp_path / "aud"}) for n, d in config.destinations.items()}
     return config.model_copy(update={"destinations": destinations})
 
 
@@ -49,17 +49,21 @@ def test_a_cycle_lands_exactly_the_eligible_segment_members(database_url: str, t
         pull_row = next(r for r in status_rows(settings) if r["step"] == "pull")
         assert (pull_row["outcome"], pull_row["bad_records"]) == ("partial", 3)
 
-        # each file audience holds exactly the segment's eligible members
+        # each audience holds exactly the segment's eligible members: files, Mailchimp, Meta
         for name, mapping in config.mappings.items():
             assert report.syncs[name].status == "ok", name
-            members = store.members(store.segment_keys(mapping.segment))
-            email_list = config.destinations[mapping.destination].audience_kind == "email"  # type: ignore[attr-defined]
+            destination = build_destination(
+                mapping.destination, config.destinations[mapping.destination], resolved, make_runtime(resolved)
+            )
+            members = store.members(store.segment_keys(mapping.segment)).values()
             expected = {
-                m.email if email_list else sha256_hex(m.email)
-                for m in members.values()
-                if m.email and (not email_list or m.email_consent == "SUBSCRIBED")
+                destination.identity(m, config.options[name])
+                for m in members
+                if destination.ineligible_reason(m) is None
             }
-            assert read_audience(audience_path(tmp_path / "aud", mapping.audience)) == expected, name
+            assert expected, name
+            assert audience_now(sandbox, config, name) == expected, name
+            assert set(store.acknowledged(name)) == expected, name
 
         # thirty days later, only the difference moves
         shop.advance(30, new_orders=60)

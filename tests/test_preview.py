@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import tomllib
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -248,3 +249,13 @@ def test_preview_before_any_run(sqlite_url: str, tmp_path: Path) -> None:
         assert "no recompute run in the store yet" in render_preview(preview)
     finally:
         store.dispose()
+
+
+def test_every_segments_example_in_the_docs_is_a_valid_definition() -> None:
+    text = (Path(__file__).parent.parent / "docs" / "segments.md").read_text(encoding="utf-8")
+    blocks = [b.split("```", 1)[0] for b in text.split("```toml\n")[1:]]
+    examples = [tomllib.loads(b) for b in blocks if "[segments." in b]
+    assert len(examples) >= 5
+    for example in examples:
+        config = SegmentsConfig.model_validate(example["segments"])
+        assert set(example["segments"]["definitions"]) <= set(config.resolved())

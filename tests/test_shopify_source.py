@@ -100,9 +100,7 @@ def expected_order(node: Node) -> OrderRecord:
         test=node["test"],
         phone=node["phone"],
         discount_codes=tuple(node["discountCodes"]),
-        lines=tuple(
-            LineItem(i["product"]["id"], i["sku"], i["quantity"]) for i in node["lineItems"]["nodes"]
-        ),
+        lines=tuple(LineItem(i["product"]["id"], i["sku"], i["quantity"]) for i in node["lineItems"]["nodes"]),
         channel=channel,
         landing_page=visit.get("landingPage"),
         referrer=visit.get("referrerUrl"),
@@ -151,9 +149,7 @@ def test_emulator_refuses_a_field_shopify_does_not_have(rig: Rig) -> None:
 def test_page_size_keeps_each_query_under_the_cost_limit(rig: Rig, stream: str) -> None:
     source = rig.source(page_size=250)
     first = source.page_size(stream)
-    body = source.client.query(
-        QUERIES[stream], {"first": first, "query": "updated_at:>='2030-01-01T00:00:00Z'"}
-    )
+    body = source.client.query(QUERIES[stream], {"first": first, "query": "updated_at:>='2030-01-01T00:00:00Z'"})
     requested = body["extensions"]["cost"]["requestedQueryCost"]
     assert requested == 2 + first * NODE_COST[stream] <= 1000
     assert 2 + (first + 1) * NODE_COST[stream] > 1000 or first == 250
@@ -214,9 +210,7 @@ def test_incremental_pull_returns_only_changed_records() -> None:
         assert {o.order_id for o in orders} == {n["id"] for n in bench.store.updated_since("orders", since)}
         assert set(changes.new_orders) | set(changes.updated_orders) <= {o.order_id for o in orders}
         assert len(orders) < len(bench.store.orders) / 5
-        assert {c.customer_id for c in customers} == {
-            n["id"] for n in bench.store.updated_since("customers", since)
-        }
+        assert {c.customer_id for c in customers} == {n["id"] for n in bench.store.updated_since("customers", since)}
         assert all(o.updated_at >= since for o in orders)
     finally:
         bench.close()
@@ -294,9 +288,7 @@ def test_server_errors_and_resets_still_yield_complete_data() -> None:
         bench.close()
 
 
-def test_bad_token_is_a_config_error_that_never_shows_the_token(
-    rig: Rig, caplog: pytest.LogCaptureFixture
-) -> None:
+def test_bad_token_is_a_config_error_that_never_shows_the_token(rig: Rig, caplog: pytest.LogCaptureFixture) -> None:
     token = "shpat_" + "0123456789abcdef" * 2
     source = rig.source(token=token)
     before = len(rig.emulator.log)
@@ -346,9 +338,7 @@ def test_parse_page_refers_to_nodes_without_an_id_by_position(rig: Rig) -> None:
 def test_config_and_registration() -> None:
     assert source_class("shopify") is ShopifySource
     assert ShopifyConfig(shop_url="my-shop.myshopify.com").shop_url == "https://my-shop.myshopify.com"
-    assert (
-        ShopifyConfig(shop_url="https://my-shop.myshopify.com/").shop_url == "https://my-shop.myshopify.com"
-    )
+    assert ShopifyConfig(shop_url="https://my-shop.myshopify.com/").shop_url == "https://my-shop.myshopify.com"
     assert ShopifyConfig(shop_url="sandbox").api_version == "2026-04"
     for bad in ({"page_size": 251}, {"api_version": "2026-05"}, {"shop_url": "ftp://x"}, {"token": "x"}):
         with pytest.raises(ValidationError):

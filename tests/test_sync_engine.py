@@ -18,9 +18,7 @@ from worker.factory import make_runtime
 from worker.store import Store, open_store
 
 
-def _config(
-    tmp_path: Path, *, mode: str = "mirror", kind: str = "ads", identifier: str = "email_sha256"
-) -> AppConfig:
+def _config(tmp_path: Path, *, mode: str = "mirror", kind: str = "ads", identifier: str = "email_sha256") -> AppConfig:
     path = write_config(
         tmp_path / "sync.toml",
         f"""
@@ -139,9 +137,7 @@ def test_full_resync_repairs_drift_at_the_destination(sqlite_url: str, tmp_path:
         ("[source\n", "not valid TOML"),
     ],
 )
-def test_a_bad_config_file_names_the_file_the_key_and_the_expectation(
-    tmp_path: Path, body: str, expected: str
-) -> None:
+def test_a_bad_config_file_names_the_file_the_key_and_the_expectation(tmp_path: Path, body: str, expected: str) -> None:
     from worker.config import ConfigFileError
 
     path = tmp_path / "bad.toml"

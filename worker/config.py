@@ -69,11 +69,7 @@ def _describe(exc: ValidationError, prefix: str) -> str:
         loc = ".".join(str(p) for p in (prefix, *err["loc"]) if p != "")
         parts.append(
             f"{loc}: {err['msg']}"
-            + (
-                f" (got {err['input']!r})"
-                if "input" in err and not isinstance(err["input"], dict | list)
-                else ""
-            )
+            + (f" (got {err['input']!r})" if "input" in err and not isinstance(err["input"], dict | list) else "")
         )
     return "; ".join(parts)
 

@@ -23,9 +23,7 @@ def _secret_for(settings: Settings, kind: str) -> SecretStr | None:
     return None
 
 
-def make_runtime(
-    settings: Settings, redis_client: redis.Redis[bytes] | None = None, **overrides: Any
-) -> Runtime:
+def make_runtime(settings: Settings, redis_client: redis.Redis[bytes] | None = None, **overrides: Any) -> Runtime:
     return Runtime(
         redis=redis_client,
         key_prefix=settings.key_prefix,
@@ -43,9 +41,7 @@ def build_source(config: SourceConfig, settings: Settings, runtime: Runtime) -> 
     return source
 
 
-def build_destination(
-    name: str, config: DestinationConfig, settings: Settings, runtime: Runtime
-) -> Destination:
+def build_destination(name: str, config: DestinationConfig, settings: Settings, runtime: Runtime) -> Destination:
     if "secret" in type(config).model_fields and getattr(config, "secret", None) is None:
         secret = _secret_for(settings, config.type)
         if secret is not None:

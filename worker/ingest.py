@@ -34,9 +34,7 @@ def _order_problem(order: OrderRecord, email: str | None) -> str | None:
     if order.currency.upper() not in ISO_4217:
         return f"unknown currency {order.currency[:8]!r}"
     if order.customer_id is None and email is None:
-        return (
-            "guest order without a valid email" if order.email else "order has neither customer id nor email"
-        )
+        return "guest order without a valid email" if order.email else "order has neither customer id nor email"
     return None
 
 

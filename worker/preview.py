@@ -423,6 +423,14 @@ def _table(rows: list[tuple[str, ...]], right: set[int]) -> list[str]:
     ]
 
 
+def _audience(target: Target) -> str:
+    if target.audience_kind == "email":
+        return "email list"
+    if len(target.platforms) == 1:
+        return f"{target.platforms[0].name} ads"
+    return "ad audience" if target.platforms else target.audience_kind
+
+
 def render_preview(preview: Preview, *, matrix: bool = False) -> str:
     """Human-readable preview: one line per segment, overlapping pairs (or the matrix), warnings."""
     lines = [f"preview as of {preview.as_of.isoformat(timespec='seconds')}: {preview.customers:,} customers"]
@@ -435,11 +443,10 @@ def render_preview(preview: Preview, *, matrix: bool = False) -> str:
         lines.append(f"change: against recompute run #{base.run_id} (finished {when})")
     lines.append("")
     recent = f"rev {preview.recent_days}d" if preview.recent_days else ""
-    header = ("segment", "size", "change", "joined", "left", "revenue", recent, "mapped to", "sample")
+    header = ("segment", "size", "change", "joined", "left", "revenue", recent, "sample")
     rows: list[tuple[str, ...]] = [header]
     for s in preview.segments:
         share = "" if s.recent_revenue_share is None else f"{s.recent_revenue_share:.1%}"
-        mapped = ", ".join(f"{t.mapping} ({t.eligible:,} eligible)" for t in s.targets) or "-"
         rows.append(
             (
                 s.name,
@@ -449,13 +456,21 @@ def render_preview(preview: Preview, *, matrix: bool = False) -> str:
                 _opt(s.left),
                 f"{s.revenue_share:.1%}",
                 share,
-                mapped,
                 ", ".join(s.sample[:2]),
             )
         )
     lines += _table(rows, right={1, 2, 3, 4, 5, 6})
     if preview.dropped:
         lines.append(f"no longer defined (members dropped at the next run): {', '.join(preview.dropped)}")
+
+    mapped = [(s, t) for s in preview.segments for t in s.targets]
+    if mapped:
+        lines += ["", "mappings (eligible: members the destination accepts):"]
+        rows = [
+            ("", t.mapping, s.name, f"{t.eligible:,} of {s.size:,} eligible", _audience(t), t.destination)
+            for s, t in mapped
+        ]
+        lines += _table(rows, right={3})
 
     lines.append("")
     if matrix:

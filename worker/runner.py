@@ -33,9 +33,7 @@ class CycleReport:
 
     @property
     def ok(self) -> bool:
-        return self.pull.status in ("ok", "partial") and all(
-            s.status in ("ok", "partial") for s in self.syncs.values()
-        )
+        return self.pull.status in ("ok", "partial") and all(s.status in ("ok", "partial") for s in self.syncs.values())
 
 
 @contextlib.contextmanager
@@ -90,9 +88,7 @@ def run_cycle(
     report = CycleReport(pulled, recomputed)
     for name in config.mappings:
         echo(f"syncing {name} …")
-        result = sync_mapping(
-            store, config, settings, runtime, name, full=full, now=now, progress=Progress(echo, name)
-        )
+        result = sync_mapping(store, config, settings, runtime, name, full=full, now=now, progress=Progress(echo, name))
         report.syncs[name] = result
     report.seconds = time.monotonic() - started
     return report

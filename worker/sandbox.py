@@ -98,8 +98,6 @@ class Sandbox:
             if getattr(dest, "base_url", None) != SANDBOX:
                 continue
             emulator, secret = self._destination(dest.type)
-            destinations[name] = dest.model_copy(
-                update={"base_url": emulator.url, "secret": SecretStr(secret)}
-            )
+            destinations[name] = dest.model_copy(update={"base_url": emulator.url, "secret": SecretStr(secret)})
         resolved = config.model_copy(update={"source": source, "destinations": destinations})
         return resolved, settings.model_copy(update=updates)

@@ -133,9 +133,7 @@ class MappingSync:
         if full and self.destination.supports_replace:
             self._replace(result, desired, acknowledged)
             return
-        diff = membership_diff(
-            set(desired), set(acknowledged), additive=self.mapping.mode == "additive", skip=rejected
-        )
+        diff = membership_diff(set(desired), set(acknowledged), additive=self.mapping.mode == "additive", skip=rejected)
         result.skipped_rejected = len((set(desired) - set(acknowledged)) & rejected)
         result.pending_adds, result.pending_removes = len(diff.adds), len(diff.removes)
         self.progress(result.counts())
@@ -188,9 +186,7 @@ class MappingSync:
         self._record_rejections(result, op, outcome, keys)
         self.progress(result.counts())
 
-    def _record_rejections(
-        self, result: SyncResult, op: str, outcome: BatchResult, keys: dict[str, str]
-    ) -> None:
+    def _record_rejections(self, result: SyncResult, op: str, outcome: BatchResult, keys: dict[str, str]) -> None:
         rows = [
             {
                 "identity": r.identity,
@@ -221,6 +217,4 @@ class MappingSync:
         self.store.record_rejections(self.mapping.name, self.run_id, rows)
         result.rejected += len(rows)
         result.pending_removes -= len(batch)
-        log.warning(
-            "mapping %s: %s of %d members refused: %s", self.mapping.name, op, len(batch), exc.message
-        )
+        log.warning("mapping %s: %s of %d members refused: %s", self.mapping.name, op, len(batch), exc.message)

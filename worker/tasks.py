@@ -36,9 +36,7 @@ def _too_many_deliveries(task: Task, kind: str, mapping: str | None) -> bool:
     ctx.redis.expire(key, 86400)
     if count > ctx.settings.max_deliveries:
         run_id = ctx.store.start_run(kind, mapping, task_id)
-        ctx.store.finish_run(
-            run_id, "failed", {}, f"given up after {count - 1} deliveries (worker lost each time)"
-        )
+        ctx.store.finish_run(run_id, "failed", {}, f"given up after {count - 1} deliveries (worker lost each time)")
         return True
     return False
 
@@ -78,9 +76,7 @@ def sync_mapping_task(self: Task, mapping: str, full: bool = False) -> dict[str,
     ctx = context()
     if _too_many_deliveries(self, "sync", mapping):
         return {"status": "given_up"}
-    lock = RedisLock(
-        ctx.redis, f"{ctx.settings.key_prefix}:lock:sync:{mapping}", ctx.settings.lock_ttl_seconds
-    )
+    lock = RedisLock(ctx.redis, f"{ctx.settings.key_prefix}:lock:sync:{mapping}", ctx.settings.lock_ttl_seconds)
     if not lock.acquire():
         # never a countdown longer than the visibility timeout: that would deliver the task twice
         countdown = min(30, max(1, ctx.settings.visibility_timeout_seconds // 4))

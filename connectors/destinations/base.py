@@ -86,9 +86,7 @@ class Destination(ABC):
     @abstractmethod
     def remove(self, audience: str, identities: Sequence[str], options: MappingOptions) -> BatchResult: ...
 
-    def replace(
-        self, audience: str, batches: Iterable[Sequence[Member]], options: MappingOptions
-    ) -> BatchResult:
+    def replace(self, audience: str, batches: Iterable[Sequence[Member]], options: MappingOptions) -> BatchResult:
         """Replace the whole audience in one session (only where ``supports_replace``)."""
         raise NotImplementedError(f"{self.kind} has no native replace")
 

@@ -53,12 +53,8 @@ from connectors.emulators.synthetic import Node, SyntheticStore
 log = logging.getLogger(__name__)
 
 DEFAULT_TOKEN = "shpat_emulator_local_token_0001"  # noqa: S105 - a fixed fake for local runs
-DEFAULT_SCHEMA_PATH = (
-    Path(__file__).resolve().parents[3] / "shared" / "specs" / "shopify" / "admin_2026-04.json.gz"
-)
-INVALID_TOKEN_BODY = {
-    "errors": "[API] Invalid API key or access token (unrecognized login or wrong password)"
-}
+DEFAULT_SCHEMA_PATH = Path(__file__).resolve().parents[3] / "shared" / "specs" / "shopify" / "admin_2026-04.json.gz"
+INVALID_TOKEN_BODY = {"errors": "[API] Invalid API key or access token (unrecognized login or wrong password)"}
 MAX_FIRST = 250
 JSONObj = dict[str, Any]
 
@@ -269,8 +265,7 @@ class ShopifyEmulator(EmulatorServer):
             return Response(200, {"errors": exc.as_errors()})
         if requested > self.max_query_cost:
             message = (
-                f"Query cost is {requested}, which exceeds the single query max cost limit "
-                f"({self.max_query_cost})."
+                f"Query cost is {requested}, which exceeds the single query max cost limit ({self.max_query_cost})."
             )
             extensions = {"code": "MAX_COST_EXCEEDED", "cost": requested, "maxCost": self.max_query_cost}
             return Response(200, {"errors": [{"message": message, "extensions": extensions}]})
@@ -282,9 +277,7 @@ class ShopifyEmulator(EmulatorServer):
             data = self._render(operation.selection_set, None, parsed, variables, root=True)
         except QueryError as exc:
             self.available += requested
-            return Response(
-                200, {"errors": exc.as_errors(), "extensions": self._cost_extension(requested, 0)}
-            )
+            return Response(200, {"errors": exc.as_errors(), "extensions": self._cost_extension(requested, 0)})
         actual = self.actual_cost(operation.selection_set, parsed, variables, data)
         self.available = min(self.bucket_size, self.available + requested - actual)
         return Response(
@@ -377,9 +370,7 @@ class ShopifyEmulator(EmulatorServer):
             return [self._render(node.selection_set, item, parsed, variables) for item in raw]
         return self._render(node.selection_set, raw, parsed, variables)
 
-    def _root_field(
-        self, name: str, args: JSONObj, node: FieldNode, parsed: Parsed, variables: JSONObj
-    ) -> Any:
+    def _root_field(self, name: str, args: JSONObj, node: FieldNode, parsed: Parsed, variables: JSONObj) -> Any:
         if name == "__typename":
             return "QueryRoot"
         if name == "shop":
@@ -389,9 +380,7 @@ class ShopifyEmulator(EmulatorServer):
             return None
         assert node.selection_set is not None
         if args.get("last") is not None or args.get("before") is not None or args.get("reverse"):
-            raise QueryError(
-                "emulator: only forward paging (first/after, no reverse) is supported", "BAD_REQUEST"
-            )
+            raise QueryError("emulator: only forward paging (first/after, no reverse) is supported", "BAD_REQUEST")
         first = _page_size(args)
         sort_key = str(args.get("sortKey") or "ID")
         if sort_key not in _SORT_KEYS:
@@ -476,9 +465,7 @@ class ShopifyEmulator(EmulatorServer):
             args = _arguments(node, variables)
             if "first" in args or "last" in args:
                 node_selection = _connection_node_selection(node.selection_set, parsed)
-                per_node = 1 + (
-                    self.requested_cost(node_selection, parsed, variables) if node_selection else 0
-                )
+                per_node = 1 + (self.requested_cost(node_selection, parsed, variables) if node_selection else 0)
                 total += 2 + _page_size(args) * per_node
             else:
                 total += 1 + self.requested_cost(node.selection_set, parsed, variables)

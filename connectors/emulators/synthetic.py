@@ -229,9 +229,7 @@ def iso(ts: datetime) -> str:
 def money(cents: int, currency: str = SHOP_CURRENCY) -> Node:
     """A MoneyBag in the shop's currency; amounts are kept as integer cents while generating."""
     sign = "-" if cents < 0 else ""
-    return {
-        "shopMoney": {"amount": f"{sign}{abs(cents) // 100}.{abs(cents) % 100:02d}", "currencyCode": currency}
-    }
+    return {"shopMoney": {"amount": f"{sign}{abs(cents) // 100}.{abs(cents) % 100:02d}", "currencyCode": currency}}
 
 
 @dataclass
@@ -286,11 +284,7 @@ class SyntheticStore:
         return self._by_id[gid]
 
     def customer_emails(self) -> set[str]:
-        return {
-            c["defaultEmailAddress"]["emailAddress"].lower()
-            for c in self.customers
-            if c["defaultEmailAddress"]
-        }
+        return {c["defaultEmailAddress"]["emailAddress"].lower() for c in self.customers if c["defaultEmailAddress"]}
 
     def all_order_emails(self) -> set[str]:
         return {o["email"].lower() for o in self.orders if o["email"]}
@@ -304,9 +298,7 @@ class SyntheticStore:
     def refunded_orders(self) -> list[Node]:
         """Orders whose current total is below the original (partly or fully refunded)."""
         return [
-            o
-            for o in self.orders
-            if o["_original_cents"] is not None and o["_current_cents"] < o["_original_cents"]
+            o for o in self.orders if o["_original_cents"] is not None and o["_current_cents"] < o["_original_cents"]
         ]
 
     def test_orders(self) -> list[Node]:
@@ -348,9 +340,7 @@ class SyntheticStore:
             if email is None or customer["id"] in changes.new_customers:
                 continue
             when = self._random_time(max(after, customer["_updated"]), self.now)
-            email["marketingState"] = (
-                "UNSUBSCRIBED" if email["marketingState"] == "SUBSCRIBED" else "SUBSCRIBED"
-            )
+            email["marketingState"] = "UNSUBSCRIBED" if email["marketingState"] == "SUBSCRIBED" else "SUBSCRIBED"
             email["marketingUpdatedAt"] = iso(when)
             self._touch(customer, when)
             changes.updated_customers.append(customer["id"])
@@ -380,9 +370,7 @@ class SyntheticStore:
             if word == "Gift Card":
                 price = 5000
             gid = f"gid://shopify/Product/{PRODUCT_BASE + k}"
-            self.products.append(
-                {"id": gid, "title": f"{word}{variant}", "sku": f"SKU-{k + 1:04d}", "_price": price}
-            )
+            self.products.append({"id": gid, "title": f"{word}{variant}", "sku": f"SKU-{k + 1:04d}", "_price": price})
             self._by_id[gid] = self.products[-1]
             # a few best sellers, a long tail
             self._product_cum.append((self._product_cum[-1] if k else 0.0) + 1.0 / (k + 1) ** 0.8)
@@ -458,9 +446,7 @@ class SyntheticStore:
         email: str | None = guest_email
         phone: str | None = None
         if customer is not None:
-            email = (
-                customer["defaultEmailAddress"]["emailAddress"] if customer["defaultEmailAddress"] else None
-            )
+            email = customer["defaultEmailAddress"]["emailAddress"] if customer["defaultEmailAddress"] else None
             phone = customer["defaultPhoneNumber"]["phoneNumber"] if customer["defaultPhoneNumber"] else None
         updated = created + timedelta(minutes=rng.randint(1, 60 * 72))  # paid, fulfilled, ...
         if updated > self.now:
@@ -506,9 +492,7 @@ class SyntheticStore:
 
     def _refund(self, order: Node, when: datetime, *, full: bool) -> None:
         remaining = 0 if full else order["_current_cents"] * self.rng.choice((3, 5, 7)) // 10
-        order["currentTotalPriceSet"] = money(
-            remaining, order["currentTotalPriceSet"]["shopMoney"]["currencyCode"]
-        )
+        order["currentTotalPriceSet"] = money(remaining, order["currentTotalPriceSet"]["shopMoney"]["currencyCode"])
         order["_current_cents"] = remaining
         self._touch(order, when)
 
@@ -548,9 +532,7 @@ class SyntheticStore:
         bad["invalid_email"]["email"] = "not-an-email"
         bad["negative_total"]["currentTotalPriceSet"] = money(-1500)
         bad["unknown_currency"]["currentTotalPriceSet"] = money(4200, "XXX")
-        bad["non_numeric_amount"]["currentTotalPriceSet"] = {
-            "shopMoney": {"amount": "N/A", "currencyCode": "USD"}
-        }
+        bad["non_numeric_amount"]["currentTotalPriceSet"] = {"shopMoney": {"amount": "N/A", "currencyCode": "USD"}}
         for label, order in bad.items():
             order["_original_cents"] = None
             self.malformed_ids[label] = order["id"]

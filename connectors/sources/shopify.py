@@ -174,9 +174,7 @@ class ShopifyClient(HttpConnector):
         if "THROTTLED" in codes:
             raise RateLimitedError("shopify: throttled", wait_seconds=throttle_wait(body), code="THROTTLED")
         if "ACCESS_DENIED" in codes:
-            raise ConfigError(
-                f"shopify: access denied (check the app's scopes): {detail}", code="ACCESS_DENIED"
-            )
+            raise ConfigError(f"shopify: access denied (check the app's scopes): {detail}", code="ACCESS_DENIED")
         if "INTERNAL_SERVER_ERROR" in codes:
             raise RetryableError(f"shopify: internal error: {detail}", code="INTERNAL_SERVER_ERROR")
         if any("PAGINATION" in c for c in codes) or re.search(r"(?i)paginat\w* .*limit|25,000", messages):
@@ -214,9 +212,7 @@ def throttle_wait(body: JSON) -> float | None:
     cost = (body.get("extensions") or {}).get("cost") or {}
     status = cost.get("throttleStatus") or {}
     try:
-        wait = (float(cost["requestedQueryCost"]) - float(status["currentlyAvailable"])) / float(
-            status["restoreRate"]
-        )
+        wait = (float(cost["requestedQueryCost"]) - float(status["currentlyAvailable"])) / float(status["restoreRate"])
     except (KeyError, TypeError, ValueError, ZeroDivisionError):
         return None
     return max(0.0, math.ceil(wait * 1000) / 1000)

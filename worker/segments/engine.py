@@ -67,6 +67,8 @@ def quintile_scores(values: npt.NDArray[np.generic]) -> npt.NDArray[np.int64]:
     n = len(values)
     if n == 0:
         return np.empty(0, np.int64)
+    if values.dtype.kind in "iu" and len(values) and values.min() >= 0 and values.max() < 2**15:
+        values = values.astype(np.int16)  # small counts: numpy's radix sort
     rank = np.empty(n, dtype=np.int64)
     rank[np.argsort(values, kind="stable")] = np.arange(1, n + 1, dtype=np.int64)
     scores: npt.NDArray[np.int64] = (rank * 5 + n - 1) // n
@@ -101,6 +103,7 @@ class _Evaluator:
         self._age: dict[str, Floats] = {}
         self._window: dict[int, tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]] = {}
         self._rfm: tuple[npt.NDArray[np.int64], ...] | None = None
+        self._by_revenue: dict[int, npt.NDArray[np.int64]] = {}
 
     def age(self, event: str) -> Floats:
         if event not in self._age:
@@ -113,11 +116,11 @@ class _Evaluator:
         if within_days not in self._window:
             table = self.table
             if within_days:
-                keep = (self.today - table.order_day) < within_days
-                code, micros = table.order_code[keep], table.order_micros[keep]
+                keep = table.order_day > self.today - within_days
+                code = np.where(keep, table.order_code, self.n)
                 self._window[within_days] = (
-                    group_sum(code, micros, self.n),
-                    np.bincount(code, minlength=self.n).astype(np.int64),
+                    group_sum(code, table.order_micros, self.n + 1)[: self.n],
+                    np.bincount(code, minlength=self.n + 1)[: self.n].astype(np.int64),
                 )
             else:
                 self._window[within_days] = (table.revenue_micros, table.order_count)
@@ -167,7 +170,7 @@ class _Evaluator:
             case RevenueTop(percent=percent, within_days=within):
                 return self._revenue_top(percent, within)
             case RevenuePareto(share=share, within_days=within):
-                return pareto_mask(self.window(within)[0], share)
+                return pareto_mask(self.window(within)[0], share, self.by_revenue(within))
             case WinbackDue(k=k):
                 return self._winback(k)
         raise AssertionError(f"unhandled condition {cond!r}")  # pragma: no cover
@@ -194,12 +197,18 @@ class _Evaluator:
         mask[buyers[hit]] = True
         return mask
 
+    def by_revenue(self, within: int) -> npt.NDArray[np.int64]:
+        """Rows by revenue in the window, largest first; the stable sort keeps key order among ties."""
+        if within not in self._by_revenue:
+            self._by_revenue[within] = np.argsort(-self.window(within)[0], kind="stable")
+        return self._by_revenue[within]
+
     def _revenue_top(self, percent: float, within: int) -> Mask:
         revenue, count = self.window(within)
-        candidates = np.flatnonzero(count > 0)
-        take = math.ceil(len(candidates) * percent / 100 - 1e-9)
-        # largest revenue first; stable sort keeps key order among ties
-        ordered = candidates[np.argsort(-revenue[candidates], kind="stable")][:take]
+        ordered = self.by_revenue(within)
+        ordered = ordered[count[ordered] > 0]
+        take = math.ceil(len(ordered) * percent / 100 - 1e-9)
+        ordered = ordered[:take]
         mask = np.zeros(self.n, dtype=bool)
         mask[ordered[revenue[ordered] > 0]] = True
         return mask
@@ -219,13 +228,14 @@ def _channel_matches(channel: str, any_of: tuple[str, ...], contains: tuple[str,
     return channel in any_of or any(part in channel for part in contains)
 
 
-def pareto_mask(revenue: npt.NDArray[np.int64], share: float) -> Mask:
+def pareto_mask(revenue: npt.NDArray[np.int64], share: float, by_revenue: npt.NDArray[np.int64] | None = None) -> Mask:
     """Smallest set holding ``share`` of the (positive) revenue: largest first, ties by position."""
     mask = np.zeros(len(revenue), dtype=bool)
-    positive = np.flatnonzero(revenue > 0)
-    if len(positive) == 0:
+    if by_revenue is None:
+        by_revenue = np.argsort(-revenue, kind="stable")
+    ordered = by_revenue[revenue[by_revenue] > 0]
+    if len(ordered) == 0:
         return mask
-    ordered = positive[np.argsort(-revenue[positive], kind="stable")]
     cumulative = np.cumsum(revenue[ordered])
     total = int(cumulative[-1])
     # exact: first prefix with cumulative >= share * total (share as its decimal text, 0.8 = 4/5)

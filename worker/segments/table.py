@@ -81,11 +81,14 @@ def group_extreme(codes: npt.NDArray[Any], values: IntArray, n: int, *, latest: 
 def extreme_rows(
     codes: IntArray, ns: IntArray, order_ids: npt.NDArray[Any], n: int, *, latest: bool
 ) -> tuple[IntArray, IntArray]:
-    """(code, row) of each code's earliest/latest row by (created_at, order_id), deterministic."""
+    """(code, row) of each code's earliest/latest row by (created_at, order_id), deterministic.
+
+    ``codes`` may hold ``n`` for rows to ignore (one extra bin, so no row subset is ever copied).
+    """
     if len(codes) == 0:
         return np.empty(0, np.int64), np.empty(0, np.int64)
-    ext = group_extreme(codes, ns, n, latest=latest)
-    cand = np.flatnonzero(ns == ext[codes])
+    ext = group_extreme(codes, ns, n + 1, latest=latest)
+    cand = np.flatnonzero((ns == ext[codes]) & (codes < n))
     cand_codes = codes[cand]
     tied = np.bincount(cand_codes, minlength=n)[cand_codes] > 1
     if tied.any():  # same timestamp: order_id decides (rare, so the string sort stays small)
@@ -112,45 +115,46 @@ class CustomerTable:
     first use, so a recompute that does not need them does not pay for them.
     """
 
-    def __init__(self, facts: Facts, rows: IntArray | None, key: IntArray) -> None:
+    def __init__(self, facts: Facts, live: BoolArray, key: IntArray) -> None:
         f = self.facts = facts
-        self._rows = rows  # live order rows (None = all rows of the facts)
         strings = f.strings
         order = strings.order
         size = len(strings)
-        used = np.zeros(size, dtype=bool)
+        used = np.zeros(size + 1, dtype=bool)
         used[f.c_id] = True
-        used[key] = True
-        self.keys: IntArray = order[used[order]]
+        used[key] = True  # key -1 (excluded orders) marks the extra slot only
+        self.keys: IntArray = order[used[:size][order]]
         n = self.n = len(self.keys)
-        pos = np.full(size, -1, dtype=np.int64)
+        pos = np.full(size + 1, n, dtype=np.int64)  # excluded orders fall in the extra bin n
         pos[self.keys] = np.arange(n, dtype=np.int64)
-        self.codes: IntArray = pos[key]  # row of every live order
+        self.codes: IntArray = pos[key]  # row of every order, n for excluded ones
         self.cust_pos: IntArray = pos[f.c_id]
         self.in_customers = np.zeros(n, dtype=bool)
         self.in_customers[self.cust_pos] = True
         self.is_store_id = self.in_customers.copy()
-        self.is_store_id[self.codes[self._take(f.o_cid) >= 0]] = True
+        store_ids = np.bincount(self.codes[f.o_cid >= 0], minlength=n + 1)[:n] > 0
+        self.is_store_id |= store_ids
 
-        counted = ~self._take(f.o_cancelled)
-        self.counted_rows = np.flatnonzero(counted)
-        c_codes = self.codes[self.counted_rows]
-        c_ns = self._take(f.o_ns)[self.counted_rows]
-        micros = self._take(f.o_micros)[self.counted_rows]
-        self.order_count: IntArray = np.bincount(c_codes, minlength=n).astype(np.int64)
+        counted = live & ~f.o_cancelled
+        #: row of every order that counts, n for the others (one extra bin instead of row subsets)
+        self.order_code: IntArray = np.where(counted, self.codes, n)
+        c_codes = self.order_code
+        self.order_count: IntArray = np.bincount(c_codes, minlength=n + 1)[:n].astype(np.int64)
         has = self.order_count > 0
-        self.first_ns: IntArray = np.where(has, group_extreme(c_codes, c_ns, n, latest=False), _NAT)
-        self.last_ns: IntArray = np.where(has, group_extreme(c_codes, c_ns, n, latest=True), _NAT)
-        self.revenue_micros = group_sum(c_codes, micros, n)
-        discounted = self._take(f.o_discount)[self.counted_rows]
-        self.discount_count: IntArray = np.bincount(c_codes[discounted], minlength=n).astype(np.int64)
+        self.first_ns: IntArray = np.where(has, group_extreme(c_codes, f.o_ns, n + 1, latest=False)[:n], _NAT)
+        self.last_ns: IntArray = np.where(has, group_extreme(c_codes, f.o_ns, n + 1, latest=True)[:n], _NAT)
+        self.order_micros = f.o_micros
+        self.revenue_micros = group_sum(c_codes, f.o_micros, n + 1)[:n]
+        discounted = np.where(f.o_discount, c_codes, n)
+        self.discount_count: IntArray = np.bincount(discounted, minlength=n + 1)[:n].astype(np.int64)
         self.engaged_ns: IntArray = np.full(n, _NAT, dtype=np.int64)
         self.engaged_ns[self.cust_pos] = f.c_engaged_ns
-        self.order_code, self.order_micros = c_codes, micros
-        self.order_day: IntArray = c_ns // NS_PER_DAY
 
-    def _take(self, column: npt.NDArray[Any]) -> npt.NDArray[Any]:
-        return column if self._rows is None else column[self._rows]
+    @cached_property
+    def order_day(self) -> IntArray:
+        """UTC day number of every order (for windowed rules; rows outside count sit in bin n)."""
+        out: IntArray = self.facts.o_ns // NS_PER_DAY
+        return out
 
     def __len__(self) -> int:
         return self.n
@@ -179,15 +183,11 @@ class CustomerTable:
         f = self.facts
         out = np.full(self.n, UNKNOWN_CONSENT, dtype=np.int8)
         out[self.cust_pos] = f.c_consent
-        accepts = self._take(f.o_accepts)
-        outside = ~self.in_customers[self.codes]
-        if (accepts[outside] == 1).any():
-            rows = np.flatnonzero(outside)
-            c, latest = extreme_rows(
-                self.codes[rows], self._take(f.o_ns)[rows], self._take(f.o_id)[rows], self.n, latest=True
-            )
-            subscribed = c[accepts[rows[latest]] == 1]
-            out[subscribed] = _SUBSCRIBED
+        outside = np.append(~self.in_customers, False)[self.codes]
+        if (f.o_accepts[outside] == 1).any():
+            codes = np.where(outside, self.codes, self.n)
+            c, latest = extreme_rows(codes, f.o_ns, f.o_id, self.n, latest=True)
+            out[c[f.o_accepts[latest] == 1]] = _SUBSCRIBED
         return out
 
     def _from_customers(self, column: npt.NDArray[np.int32]) -> IntArray:
@@ -198,14 +198,10 @@ class CustomerTable:
     def _latest_code(self, values: npt.NDArray[np.int32]) -> IntArray:
         """Per row, the code on its latest order that has one (-1 where none)."""
         f = self.facts
-        taken = self._take(values)
-        has = np.flatnonzero(taken >= 0)
         out = np.full(self.n, -1, dtype=np.int64)
-        if len(has):
-            c, rows = extreme_rows(
-                self.codes[has], self._take(f.o_ns)[has], self._take(f.o_id)[has], self.n, latest=True
-            )
-            out[c] = taken[has[rows]]
+        codes = np.where(values >= 0, self.codes, self.n)
+        c, rows = extreme_rows(codes, f.o_ns, f.o_id, self.n, latest=True)
+        out[c] = values[rows]
         return out
 
     @cached_property
@@ -228,11 +224,8 @@ class CustomerTable:
     def first_channel_code(self) -> IntArray:
         f = self.facts
         out = np.full(self.n, -1, dtype=np.int64)
-        rows = self.counted_rows
-        c, first = extreme_rows(
-            self.order_code, self._take(f.o_ns)[rows], self._take(f.o_id)[rows], self.n, latest=False
-        )
-        out[c] = self._take(f.o_channel)[rows[first]]
+        c, first = extreme_rows(self.order_code, f.o_ns, f.o_id, self.n, latest=False)
+        out[c] = f.o_channel[first]
         return out
 
     def text(self, codes: npt.NDArray[Any]) -> ObjArray:
@@ -270,43 +263,35 @@ class CustomerTable:
     @cached_property
     def orders(self) -> pd.DataFrame:
         """Counted orders: ``code`` (row), ``day`` (UTC day number), ``total_micros``."""
-        return pd.DataFrame({"code": self.order_code, "day": self.order_day, "total_micros": self.order_micros})
+        counted = self.order_code < self.n
+        return pd.DataFrame(
+            {
+                "code": self.order_code[counted],
+                "day": self.order_day[counted],
+                "total_micros": self.order_micros[counted],
+            }
+        )
 
     def bought(self, products: tuple[str, ...], skus: tuple[str, ...], since_day: int | None) -> BoolArray:
         """Rows with a line (quantity > 0) of a counted order for one of the products/skus, on/after a day."""
         f = self.facts
-        mask = np.zeros(self.n, dtype=bool)
-        if len(f.l_order) == 0:
-            return mask
+        mask = np.zeros(self.n + 1, dtype=bool)
         wanted_p, wanted_s = f.strings.lookup(products), f.strings.lookup(skus)
         hit = (np.isin(f.l_product, wanted_p) | np.isin(f.l_sku, wanted_s)) & (f.l_qty > 0)
-        line_order = f.l_order[hit]
-        row_of = self._counted_row_of_order()
-        rows = row_of[line_order]
-        rows = rows[rows >= 0]
+        rows = f.l_order[hit]
         if since_day is not None:
             rows = rows[self.order_day[rows] >= since_day]
         mask[self.order_code[rows]] = True
-        return mask
-
-    def _counted_row_of_order(self) -> IntArray:
-        """For every facts order row, its position among counted orders (-1 if not counted/live)."""
-        size = len(self.facts.o_ns)
-        out = np.full(size, -1, dtype=np.int64)
-        live = np.arange(size, dtype=np.int64) if self._rows is None else self._rows
-        out[live[self.counted_rows]] = np.arange(len(self.counted_rows), dtype=np.int64)
-        return out
+        return mask[: self.n]
 
     @cached_property
     def purchases(self) -> pd.DataFrame:
         """(customer, product_id, sku) -> last time bought, from lines of counted orders with quantity > 0."""
         f = self.facts
-        rows = self._counted_row_of_order()[f.l_order] if len(f.l_order) else np.empty(0, np.int64)
-        keep = (rows >= 0) & (f.l_qty > 0) & ~((f.l_product < 0) & (f.l_sku < 0))
-        rows = rows[keep]
-        ns = self._take(f.o_ns)[self.counted_rows][rows]
+        codes = self.order_code[f.l_order]
+        keep = (codes < self.n) & (f.l_qty > 0) & ~((f.l_product < 0) & (f.l_sku < 0))
         bought = pd.DataFrame(
-            {"code": self.order_code[rows], "product": f.l_product[keep], "sku": f.l_sku[keep], "ns": ns}
+            {"code": codes[keep], "product": f.l_product[keep], "sku": f.l_sku[keep], "ns": f.o_ns[f.l_order[keep]]}
         )
         result = bought.groupby(["code", "product", "sku"], sort=True)["ns"].max().reset_index()
         codes = result["code"].to_numpy(np.int64)
@@ -324,12 +309,10 @@ class CustomerTable:
 def table_from_facts(facts: Facts) -> CustomerTable:
     """Key every live order (see the module doc) and aggregate per customer key, on integer codes only."""
     f = facts
-    ok = ~f.o_test & ((f.o_cid >= 0) | (f.o_email >= 0))  # orders with neither id nor email are excluded
-    rows = None if ok.all() else np.flatnonzero(ok)
-    cid = f.o_cid if rows is None else f.o_cid[rows]
-    email = f.o_email if rows is None else f.o_email[rows]
-    key = cid.astype(np.int64)
-    guest = (cid < 0) & (email >= 0)
+    cid, email = f.o_cid, f.o_email
+    live = ~f.o_test & ((cid >= 0) | (email >= 0))  # orders with neither id nor email are excluded
+    key = np.where(live, cid, -1).astype(np.int64)
+    guest = live & (cid < 0)
     if guest.any():
         rank = f.strings.rank()
         big = np.iinfo(np.int64).max
@@ -337,12 +320,13 @@ def table_from_facts(facts: Facts) -> CustomerTable:
         with_email = f.c_email >= 0
         np.minimum.at(best, f.c_email[with_email], rank[f.c_id[with_email]])  # smallest id wins
         known = best < big
-        registered = (cid >= 0) & (email >= 0)
-        pairs = registered & ~known[np.maximum(email, 0)]
+        pairs = live & (cid >= 0) & (email >= 0)
+        pairs &= ~known[np.maximum(email, 0)]
         np.minimum.at(best, email[pairs], rank[cid[pairs]])
-        mapped = best[email[guest]]
-        key[guest] = np.where(mapped < big, f.strings.order[np.minimum(mapped, len(f.strings) - 1)], email[guest])
-    return CustomerTable(facts, rows, key)
+        guest_email = email[guest]
+        mapped = best[guest_email]
+        key[guest] = np.where(mapped < big, f.strings.order[np.minimum(mapped, len(f.strings) - 1)], guest_email)
+    return CustomerTable(facts, live, key)
 
 
 def build_customer_table(
