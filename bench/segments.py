@@ -106,7 +106,9 @@ def generate(customers: int, orders: int, seed: int = 7, line_share: float = 0.0
         ).astype(np.int64),
         c_first=rng.integers(0, len(FIRST), customers),
         c_country=rng.integers(0, len(COUNTRIES), customers),
-        l_order=np.sort(rng.choice(orders, n_lines, replace=False)).astype(np.int64) if n_lines else np.empty(0, np.int64),
+        l_order=np.sort(rng.choice(orders, n_lines, replace=False)).astype(np.int64)
+        if n_lines
+        else np.empty(0, np.int64),
         l_product=rng.integers(0, 500, n_lines),
         l_qty=rng.integers(0, 4, n_lines),
     )
@@ -237,8 +239,10 @@ def load_store(url: str, data: Synthetic) -> None:
 
         put(
             "customers",
-            ["customer_id", "source", "email", "first_name", "country", "email_consent", "last_engaged_at"]
-            + ["updated_at", "ingest_seq", "row_no"],
+            [
+                *("customer_id", "source", "email", "first_name", "country", "email_consent"),
+                *("last_engaged_at", "updated_at", "ingest_seq", "row_no"),
+            ],
             customer_rows,
             n_c,
         )
@@ -251,8 +255,19 @@ def load_store(url: str, data: Synthetic) -> None:
             channels = [CHANNELS[c] if c >= 0 else None for c in data.o_channel[part].tolist()]
             accepts = [None if a < 0 else bool(a) for a in data.o_accepts[part].tolist()]
             return [
-                (str(i + 1), "bench", cid if reg else None, em if he else None, ts, ts, tot, "USD", ca, te, di, ch, ac)
-                + (seq, first + n_c + i)
+                (
+                    str(i + 1),
+                    "bench",
+                    cid if reg else None,
+                    em if he else None,
+                    ts,
+                    ts,
+                    tot,
+                    "USD",
+                    *(ca, te, di, ch, ac),
+                    seq,
+                    first + n_c + i,
+                )
                 for i, cid, reg, em, he, ts, tot, ca, te, di, ch, ac in zip(
                     idx.tolist(),
                     cids,
@@ -272,8 +287,10 @@ def load_store(url: str, data: Synthetic) -> None:
 
         put(
             "orders",
-            ["order_id", "source", "customer_id", "email", "created_at", "updated_at", "total", "currency"]
-            + ["cancelled", "test", "has_discount", "channel", "accepts_marketing", "ingest_seq", "row_no"],
+            [
+                *("order_id", "source", "customer_id", "email", "created_at", "updated_at", "total", "currency"),
+                *("cancelled", "test", "has_discount", "channel", "accepts_marketing", "ingest_seq", "row_no"),
+            ],
             order_rows,
             m,
         )
@@ -309,7 +326,7 @@ def phase_memory(customers: int, orders: int, repeat: int) -> dict[str, float]:
     return {"seconds": min(times), "peak_mib": _peak_mib(), "peak_before_mib": before, "segments": len(masks)}
 
 
-def phase_store(url: str, cache: bool) -> dict[str, float]:
+def phase_store(url: str, cache: bool, persist: bool = True) -> dict[str, float]:
     """(b): recompute from the store: snapshot refresh (cache file + delta, or full read) + compute,
     then persistence (profiles and membership) timed on its own."""
     from worker.store import open_store
@@ -323,11 +340,12 @@ def phase_store(url: str, cache: bool) -> dict[str, float]:
     table = table_from_facts(facts)
     masks = segment_masks(table, NOW)
     computed = time.perf_counter()
-    from worker.cycle import profile_rows
+    if persist:
+        from worker.cycle import profile_rows
 
-    store.replace_profiles(profile_rows(table.frame))
-    index = table.index
-    store.replace_segments({name: index[mask] for name, mask in masks.items()})
+        store.replace_profiles(profile_rows(table.frame))
+        index = table.index
+        store.replace_segments({name: index[mask] for name, mask in masks.items()})
     persisted = time.perf_counter()
     again = time.perf_counter()
     snap.refresh()
@@ -352,7 +370,7 @@ def phase_lifetimes(customers: int, orders: int) -> dict[str, float]:
     live = ~facts.o_cancelled & ~facts.o_test
     frame = pd.DataFrame(
         {
-            "customer": table.codes[live[~facts.o_test]] if False else table.codes[(~facts.o_cancelled)[~facts.o_test]],
+            "customer": table.codes[live],
             "date": pd.to_datetime(facts.o_ns[live], utc=True).tz_localize(None),
             "total": facts.o_micros[live] / 1e6,
         }
@@ -364,7 +382,7 @@ def phase_lifetimes(customers: int, orders: int) -> dict[str, float]:
     )
     seconds = time.perf_counter() - started
     started = time.perf_counter()
-    grouped = frame.groupby("customer").agg(first=("date", "min"), last=("date", "max"), n=("date", "size"))
+    frame.groupby("customer").agg(first=("date", "min"), last=("date", "max"), n=("date", "size"))
     grouped_seconds = time.perf_counter() - started
     return {"seconds": seconds, "peak_mib": _peak_mib(), "peak_before_mib": before, "groupby": grouped_seconds}
 
@@ -390,25 +408,33 @@ def main(argv: list[str] | None = None) -> int:
     try:
         print(f"synthetic store: {customers:,} customers, {orders:,} orders (seed 7); store {url.split(':')[0]}")
         a = _child(phase_memory, customers, orders, args.repeat)
-        print(f"(a) default segments ({a['segments']:.0f}) from in-memory facts: {a['seconds']:.3f} s "
-              f"(best of {args.repeat}); peak RSS {a['peak_mib']:.0f} MiB (facts alone {a['peak_before_mib']:.0f} MiB)")
+        print(
+            f"(a) default segments ({a['segments']:.0f}) from in-memory facts: {a['seconds']:.3f} s "
+            f"(best of {args.repeat}); peak RSS {a['peak_mib']:.0f} MiB (facts alone {a['peak_before_mib']:.0f} MiB)"
+        )
         if not args.skip_lifetimes:
             lt = _child(phase_lifetimes, customers, orders)
-            print(f"    lifetimes summary_data_from_transaction_data: {lt['seconds']:.2f} s, peak RSS "
-                  f"{lt['peak_mib']:.0f} MiB; pandas groupby of the same: {lt['groupby']:.2f} s")
+            print(
+                f"    lifetimes summary_data_from_transaction_data: {lt['seconds']:.2f} s, peak RSS "
+                f"{lt['peak_mib']:.0f} MiB; pandas groupby of the same: {lt['groupby']:.2f} s"
+            )
             print(f"    ratio lifetimes / (a): {lt['seconds'] / a['seconds']:.1f}x")
         started = time.perf_counter()
         _child(_load, url, customers, orders)
         print(f"store loaded in {time.perf_counter() - started:.1f} s (bulk insert; not timed)")
-        cold = _child(phase_store, url, False)
-        print(f"(b0) cold (no cache file): full read from SQL {cold['load']:.2f} s + compute {cold['compute']:.2f} s"
-              f" = {cold['load'] + cold['compute']:.2f} s; peak RSS {cold['peak_mib']:.0f} MiB")
-        _child(phase_store, url, True)  # writes the cache file
+        cold = _child(phase_store, url, False, False)
+        print(
+            f"(b0) cold (no cache file): full read from SQL {cold['load']:.2f} s + compute {cold['compute']:.2f} s"
+            f" = {cold['load'] + cold['compute']:.2f} s; peak RSS {cold['peak_mib']:.0f} MiB"
+        )
+        _child(phase_store, url, True, False)  # a full read that writes the cache file
         b = _child(phase_store, url, True)
-        print(f"(b) recompute from the store, new process with cache: load {b['load']:.2f} s + compute "
-              f"{b['compute']:.2f} s = {b['load'] + b['compute']:.2f} s; peak RSS {b['peak_mib']:.0f} MiB")
+        print(
+            f"(b) recompute from the store, new process with cache: load {b['load']:.2f} s + compute "
+            f"{b['compute']:.2f} s = {b['load'] + b['compute']:.2f} s; peak RSS {b['peak_mib']:.0f} MiB"
+        )
         print(f"    incremental refresh with no new rows: {b['refresh_nochange'] * 1000:.0f} ms")
-        print(f"    persistence (profiles + membership), separate: {b['persist']:.2f} s")
+        print(f"    persistence (profiles + membership, first write into empty tables), separate: {b['persist']:.2f} s")
     finally:
         if args.database_url is None:
             shutil.rmtree(tmp, ignore_errors=True)

@@ -102,7 +102,9 @@ def test_add_preview_map_and_sync_a_segment_from_the_config_file(sqlite_url: str
             assert 0 < len(expected) < 200
             size, change = row.split()[1:3]
             assert (int(size.replace(",", "")), change) == (len(expected), "new")
-            assert "big-spenders-90d-file" in row
+            mapping_row = next(line for line in shown.stdout.splitlines() if "big-spenders-90d-file" in line)
+            assert mapping_row.split()[:2] == ["big-spenders-90d-file", "big_spenders_90d"]
+            assert "email list" in mapping_row
             assert "@" not in shown.stdout.replace("***@", "")  # samples are masked
 
             # the same data as JSON (what the control API will serve)

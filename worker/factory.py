@@ -24,14 +24,14 @@ def _secret_for(settings: Settings, kind: str) -> SecretStr | None:
 
 
 def make_runtime(settings: Settings, redis_client: redis.Redis[bytes] | None = None, **overrides: Any) -> Runtime:
-    return Runtime(
-        redis=redis_client,
-        key_prefix=settings.key_prefix,
-        default_phone_region=settings.default_phone_region,
-        retry_attempts=settings.retry_attempts,
-        retry_max_seconds=settings.retry_max_seconds,
-        **overrides,
-    )
+    values: dict[str, Any] = {
+        "redis": redis_client,
+        "key_prefix": settings.key_prefix,
+        "default_phone_region": settings.default_phone_region,
+        "retry_attempts": settings.retry_attempts,
+        "retry_max_seconds": settings.retry_max_seconds,
+    }
+    return Runtime(**{**values, **overrides})
 
 
 def build_source(config: SourceConfig, settings: Settings, runtime: Runtime) -> Source:

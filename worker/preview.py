@@ -405,8 +405,10 @@ def preview_dict(settings: Settings, now: datetime | None = None) -> dict[str, A
 # -- text for the CLI -------------------------------------------------------------------------------
 
 
-def _signed(value: int | None) -> str:
-    return "new" if value is None else f"{value:+,}"
+def _signed(value: int | None, baseline: bool) -> str:
+    if value is None:
+        return "new" if baseline else "-"
+    return f"{value:+,}"
 
 
 def _opt(value: int | None) -> str:
@@ -451,7 +453,7 @@ def render_preview(preview: Preview, *, matrix: bool = False) -> str:
             (
                 s.name,
                 f"{s.size:,}",
-                _signed(s.change),
+                _signed(s.change, base is not None),
                 _opt(s.joined),
                 _opt(s.left),
                 f"{s.revenue_share:.1%}",

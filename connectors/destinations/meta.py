@@ -198,7 +198,7 @@ class MetaDestination(Destination):
         self._client: MetaClient | None = None
         self._client_lock = threading.Lock()
         self.reports: list[UploadReport] = []
-        self.counters = {"invalid_unidentified": 0, "removes_skipped_additive": 0}
+        self.counters = {"invalid_unidentified": 0, "removes_skipped_additive": 0, "bisections": 0}
 
     @property
     def client(self) -> MetaClient:
@@ -276,16 +276,32 @@ class MetaDestination(Destination):
         sample_values = {str(s) for s in samples}
         invalid = _int(answer.get("num_invalid_entries"))
         identified = 0
+        unflagged: list[tuple[str, Row]] = []
         for identity, row in rows:
             bad = next((v for v in row if v and v in sample_values), None)
             if bad is None:
-                result.accepted.append(identity)
+                unflagged.append((identity, row))
                 continue
             identified += 1
             why = samples.get(bad, "invalid") if isinstance(samples, dict) else "invalid"
             reason = f"Meta counted the row as invalid: {redact(str(why))[:200]}"
             result.rejected.append(Rejection(identity, reason, "invalid_entry"))
-        self.counters["invalid_unidentified"] += max(0, invalid - identified)
+        hidden = max(0, invalid - identified)
+        if hidden and session is None and unflagged:
+            # Meta samples only a few invalid rows: find the others by re-sending halves (adds and
+            # removes are idempotent), so the acknowledged state never claims a row Meta refused
+            self.counters["bisections"] += 1
+            if len(unflagged) == 1:
+                result.rejected.append(
+                    Rejection(unflagged[0][0], "Meta counted the row as invalid (isolated)", "invalid_entry")
+                )
+            else:
+                middle = len(unflagged) // 2
+                for half in (unflagged[:middle], unflagged[middle:]):
+                    self._upload(method, audience, endpoint, keys, half, result)
+        else:
+            result.accepted.extend(identity for identity, _ in unflagged)
+            self.counters["invalid_unidentified"] += hidden
         self.reports.append(
             UploadReport(
                 audience=audience,

@@ -1,0 +1,84 @@
+"""The columnar snapshot follows the store: incremental upserts, erasure reloads, a checked cache file."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+
+import pandas as pd
+
+from connectors.records import OrderRecord
+from worker.ingest import validate_orders
+from worker.segments import build_customer_table, compute_segments, table_from_facts
+from worker.store import Store, open_store
+from worker.store.snapshot import Snapshot
+
+NOW = datetime(2026, 3, 31, 12, tzinfo=UTC)
+
+
+def _put(store: Store, order_id: str, customer: str | None, email: str, days: int, total: str) -> None:
+    when = NOW - timedelta(days=days)
+    record = OrderRecord(
+        order_id=order_id,
+        source="test",
+        customer_id=customer,
+        email=email,
+        created_at=when,
+        updated_at=when,
+        total=Decimal(total),
+        currency="USD",
+    )
+    checked = validate_orders([record])
+    store.upsert_orders(checked.orders, checked.lines)
+
+
+def _agree(store: Store, snap: Snapshot) -> dict[str, pd.Index]:
+    fast = compute_segments(table_from_facts(snap.refresh()), NOW)
+    slow = compute_segments(build_customer_table(store.orders_frame(), store.customers_frame()), NOW)
+    assert {k: list(v) for k, v in fast.items()} == {k: list(v) for k, v in slow.items()}
+    return fast
+
+
+def test_refresh_is_incremental_and_follows_refunds_and_erasure(database_url: str, tmp_path: Path) -> None:
+    store = open_store(database_url)
+    _put(store, "o1", "c1", "ann@example.com", 10, "100.00")
+    _put(store, "o2", None, "bob@example.com", 100, "5.00")
+    snap = Snapshot(store, tmp_path / "snap.npz")
+    _agree(store, snap)
+    assert snap.stats["full"]
+    _put(store, "o1", "c1", "ann@example.com", 10, "0.00")  # refunded: same order, new version
+    _put(store, "o3", None, "ann@example.com", 2, "7.00")  # guest order merged into c1
+    result = _agree(store, snap)
+    assert not snap.stats["full"] and snap.stats["changed_rows"] == 2
+    assert list(result["buyers"]) == ["bob@example.com", "c1"]
+    assert len(snap.orders.row) == 3
+
+    # a new process starts from the cache file and reads only what changed since
+    _put(store, "o4", "c2", "cat@example.com", 1, "3.00")
+    fresh = Snapshot(store, tmp_path / "snap.npz")
+    _agree(store, fresh)
+    # the cache was written after the full load: o1's new version, o3 and o4 are read, o2 is not
+    assert not fresh.stats["full"] and fresh.stats["changed_rows"] == 3
+
+    store.erase_person("bob@example.com", "0" * 64)  # deletions: every snapshot reloads
+    result = _agree(store, snap)
+    assert snap.stats["full"] and "bob@example.com" not in set(result["buyers"])
+    store.dispose()
+
+
+def test_a_corrupt_or_foreign_cache_is_rebuilt(sqlite_url: str, tmp_path: Path) -> None:
+    store = open_store(sqlite_url)
+    _put(store, "o1", "c1", "ann@example.com", 10, "10.00")
+    cache = tmp_path / "snap.npz"
+    cache.write_bytes(b"not a cache")
+    snap = Snapshot(store, cache)
+    _agree(store, snap)
+    assert snap.stats["full"]
+    other = open_store(f"sqlite:///{tmp_path / 'other.sqlite3'}")  # another database, same cache file
+    _put(other, "x1", "z9", "zed@example.com", 1, "1.00")
+    foreign = Snapshot(other, cache)
+    fast = compute_segments(table_from_facts(foreign.refresh()), NOW)
+    assert foreign.stats["full"] and list(fast["buyers"]) == ["z9"]
+    store.dispose()
+    other.dispose()
