@@ -145,3 +145,59 @@ def test_worker_runs_a_whole_cycle_from_the_shopify_emulator(
     assert {"pull", "recompute", "sync"} <= kinds
     store.dispose()
     app.close()
+
+
+@pytest.mark.parametrize("platform", ["mailchimp", "meta"])
+def test_sigkill_mid_sync_to_a_real_destination_converges(
+    platform: str, worker_env: dict[str, str], celery_worker: CeleryWorker, tmp_path: Path
+) -> None:
+    from connectors.destinations.meta import encode_identity
+    from connectors.emulators.mailchimp import MailchimpEmulator
+    from connectors.emulators.meta import MetaEmulator
+    from connectors.emulators.server import Faults
+
+    count = 6_000 if platform == "mailchimp" else 30_000
+    emulator: MailchimpEmulator | MetaEmulator
+    if platform == "mailchimp":
+        emulator = MailchimpEmulator(api_key="kill-key-us1", faults=Faults(latency=0.15))
+        emulator.create_list("L1")
+        secret_env = {"AUDIENCE_SYNC_MAILCHIMP_API_KEY": "kill-key-us1"}
+        body = f'[destinations.d]\ntype = "mailchimp"\nbase_url = "URL/3.0"\n'
+        options = 'options = { tag = "vip" }'
+    else:
+        emulator = MetaEmulator(access_token="kill-token", faults=Faults(latency=1.5))
+        emulator.create_audience("L1")
+        secret_env = {"AUDIENCE_SYNC_META_ACCESS_TOKEN": "kill-token"}
+        body = '[destinations.d]\ntype = "meta"\nbase_url = "URL/v25.0"\n'
+        options = 'options = { keys = ["EMAIL"] }'
+
+    def members_now() -> set[str]:
+        if isinstance(emulator, MailchimpEmulator):
+            segment = emulator.segment_by_name("L1", "vip")
+            return set() if segment is None else emulator.segment_members("L1", segment)
+        return {encode_identity([k for k, _ in r], tuple(v for _, v in r)) for r in emulator.audience("L1")}
+
+    with emulator:
+        write_config(
+            Path(worker_env["AUDIENCE_SYNC_CONFIG"]),
+            body.replace("URL", emulator.url)
+            + f'[[mappings]]\nname = "big"\nsegment = "buyers"\ndestination = "d"\naudience = "L1"\n{options}\n',
+        )
+        celery_worker.env.update(secret_env)
+        settings = _settings(worker_env)
+        store = open_store(settings.database_url)
+        seed_segment(store, "buyers", count)
+        app = make_celery(settings)
+        celery_worker.start()
+        app.send_task("audience_sync.sync_mapping", args=["big"], queue=settings.queue)
+        wait_for(lambda: len(members_now()) >= count // 3, 90, "the sync to get going")
+        celery_worker.kill()
+        assert len(members_now()) < count, "the kill must land mid-sync"
+
+        celery_worker.start()
+        wait_for(lambda: any(r.status == "ok" for r in store.recent_runs(mapping="big")), 150, "the restarted worker")
+        assert members_now() == set(store.acknowledged("big"))
+        assert len(members_now()) == count  # nothing missing, nothing extra
+        store.dispose()
+        app.close()
+    assert "kill-key-us1" not in celery_worker.log() and "kill-token" not in celery_worker.log()
