@@ -10,6 +10,8 @@ T = TypeVar("T")
 
 _SOURCES: dict[str, type[Any]] = {}
 _DESTINATIONS: dict[str, type[Any]] = {}
+#: engagement readers (opens/clicks), keyed by the destination type they read from
+_ENGAGEMENT: dict[str, type[Any]] = {}
 
 #: modules imported on first lookup so their classes register (entry points would do for plugins)
 _BUILTIN_MODULES = (
@@ -17,6 +19,7 @@ _BUILTIN_MODULES = (
     "connectors.destinations.file",
     "connectors.destinations.mailchimp",
     "connectors.destinations.meta",
+    "connectors.sources.mailchimp_activity",
 )
 
 
@@ -34,6 +37,19 @@ def register_destination(name: str) -> Callable[[type[T]], type[T]]:
         return cls
 
     return deco
+
+
+def register_engagement(name: str) -> Callable[[type[T]], type[T]]:
+    def deco(cls: type[T]) -> type[T]:
+        _ENGAGEMENT[name] = cls
+        return cls
+
+    return deco
+
+
+def engagement_class(name: str) -> type[Any] | None:
+    _load_builtins()
+    return _ENGAGEMENT.get(name)
 
 
 def _load_builtins() -> None:

@@ -13,7 +13,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from connectors.destinations.base import DestinationConfig, MappingOptions
-from connectors.registry import destination_class, source_class
+from connectors.registry import destination_class, engagement_class, source_class
 from connectors.sources.base import SourceConfig
 from worker.segments import SegmentsConfig
 
@@ -36,12 +36,20 @@ class MappingConfig(BaseModel):
     options: dict[str, Any] = Field(default_factory=dict)
 
 
+class EngagementConfig(BaseModel):
+    """Read opens/clicks from a destination that reports them (e.g. a Mailchimp account)."""
+
+    model_config = ConfigDict(extra="forbid")
+    destination: str
+
+
 class RawConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     source: dict[str, Any]
     segments: dict[str, Any] = Field(default_factory=dict)
     destinations: dict[str, dict[str, Any]] = Field(default_factory=dict)
     mappings: list[MappingConfig] = Field(default_factory=list)
+    engagement: list[EngagementConfig] = Field(default_factory=list)
 
 
 class AppConfig(BaseModel):
@@ -54,6 +62,8 @@ class AppConfig(BaseModel):
     destinations: dict[str, DestinationConfig]
     mappings: dict[str, MappingConfig]
     options: dict[str, MappingOptions]
+    #: destination names whose engagement (opens, clicks) is ingested
+    engagement: list[str] = Field(default_factory=list)
 
     def mapping(self, name: str) -> MappingConfig:
         try:
@@ -140,6 +150,17 @@ def parse_config(data: dict[str, Any], path: Path) -> AppConfig:
         except ValidationError as exc:
             raise ConfigFileError(f"{path}: {_describe(exc, f'{where}.options')}") from None
         mappings[mapping.name] = mapping
+    engagement: list[str] = []
+    for index, item in enumerate(raw.engagement):
+        where = f"engagement[{index}].destination"
+        if item.destination not in destinations:
+            known = ", ".join(sorted(destinations)) or "none defined"
+            raise ConfigFileError(f"{path}: {where}: no destination {item.destination!r} (expected one of: {known})")
+        if engagement_class(destinations[item.destination].type) is None:
+            raise ConfigFileError(
+                f"{path}: {where}: destination type {destinations[item.destination].type!r} reports no engagement"
+            )
+        engagement.append(item.destination)
     return AppConfig(
         path=path,
         source=source,
@@ -147,4 +168,5 @@ def parse_config(data: dict[str, Any], path: Path) -> AppConfig:
         destinations=destinations,
         mappings=mappings,
         options=options,
+        engagement=engagement,
     )

@@ -44,6 +44,8 @@ class PullResult:
     pages: int = 0
     #: records of erased people, dropped on arrival
     suppressed: int = 0
+    #: customers whose last email open/click moved forward
+    engagement: int = 0
     seconds: float = 0.0
     error: str | None = None
     run_id: int | None = None
@@ -58,6 +60,7 @@ class PullResult:
             "warnings": self.warnings,
             "pages": self.pages,
             "suppressed": self.suppressed,
+            "engagement": self.engagement,
             "seconds": round(self.seconds, 3),
             **{f"source_{k}": v for k, v in self.source_stats.items()},
         }
@@ -136,6 +139,10 @@ def pull(
                     store.set_watermark(source.kind, stream, watermark)
                 if progress:
                     progress({"stream": stream, **result.counts()})
+        if config.engagement:
+            from worker.engagement import pull_engagement
+
+            result.engagement = pull_engagement(store, config, settings, runtime, now or utc_now())
     except ConfigError as exc:
         result.status, result.error = "needs_attention", exc.message
     except ConnectorError as exc:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import shutil
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -49,7 +50,25 @@ def _make_it_realistic(sandbox: Sandbox, config: AppConfig, shop: SyntheticStore
         for list_id in lists:
             for email in subscribed:
                 mailchimp.add_member(list_id, email, status="unsubscribed")
-    echo("  sandbox APIs answer 3% of requests with a 5xx, and 3 subscribers unsubscribed at Mailchimp itself")
+        _campaign_activity(mailchimp, sorted(lists)[0] if lists else "sandbox-list", shop)
+    echo(
+        "  sandbox APIs answer 3% of requests with a 5xx, 3 subscribers unsubscribed at Mailchimp itself,"
+        " and last week's newsletter was opened or clicked by a quarter of subscribers"
+    )
+
+
+def _campaign_activity(mailchimp: MailchimpEmulator, list_id: str, shop: SyntheticStore) -> None:
+    """A newsletter sent a week ago: opens and clicks make some lapsed buyers engaged again."""
+    rng = random.Random(7)
+    sent = shop.now - timedelta(days=7)
+    mailchimp.send_campaign("sandbox-newsletter-1", list_id, sent)
+    for customer in shop.customers:
+        address = customer.get("defaultEmailAddress") or {}
+        if address.get("marketingState") == "SUBSCRIBED" and rng.random() < 0.25:
+            action = "click" if rng.random() < 0.3 else "open"
+            mailchimp.record_activity(
+                "sandbox-newsletter-1", address["emailAddress"], action, sent + timedelta(hours=rng.uniform(1, 96))
+            )
 
 
 def run_demo(*, customers: int, workdir: Path, echo: Echo = print, now: datetime | None = None) -> None:

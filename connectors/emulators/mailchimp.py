@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import threading
 import uuid
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -114,12 +116,99 @@ class MailchimpEmulator(EmulatorServer):
         self.route("POST", p + "/lists/{list_id}/segments", self._create_segment)
         self.route("POST", p + "/lists/{list_id}/segments/{segment_id}", self._segment_members)
         self.route("GET", p + "/lists/{list_id}/members/{subscriber_hash}", self._get_member)
+        self.route("GET", p + "/reports", self._reports)
+        self.route("GET", p + "/reports/{campaign_id}/email-activity", self._email_activity)
+        #: campaign id -> (list id, send time); campaign id -> email -> [(action, timestamp)]
+        self.campaigns: dict[str, tuple[str, datetime]] = {}
+        self.activity: dict[str, dict[str, list[tuple[str, datetime]]]] = {}
 
     @property
     def base_url(self) -> str:
         return self.url + self.prefix
 
     # -- seeding and inspection ----------------------------------------------------
+    def send_campaign(self, campaign_id: str, list_id: str, sent_at: datetime) -> None:
+        with self.lock:
+            self.campaigns[campaign_id] = (list_id, sent_at)
+            self.activity.setdefault(campaign_id, {})
+
+    def record_activity(self, campaign_id: str, email: str, action: str, at: datetime) -> None:
+        """An open, click or bounce of a sent campaign, as the reports API lists it."""
+        with self.lock:
+            self.activity[campaign_id].setdefault(email.strip().lower(), []).append((action, at))
+
+    def _page(self, request: Request) -> tuple[int, int] | Response:
+        try:
+            count = int(request.query.get("count", ["10"])[0])
+            offset = int(request.query.get("offset", ["0"])[0])
+        except ValueError:
+            return problem(400, "Invalid Resource", "count and offset must be integers")
+        if not 1 <= count <= 1000 or offset < 0:
+            return problem(400, "Invalid Resource", "count must be 1..1000 and offset >= 0")
+        return count, offset
+
+    def _since(self, request: Request, name: str) -> datetime | Response | None:
+        raw = request.query.get(name, [None])[0]
+        if raw is None:
+            return None
+        try:
+            value = datetime.fromisoformat(raw.replace("Z", "+00:00"))
+        except ValueError:
+            return problem(400, "Invalid Resource", f"{name} must be an ISO 8601 time")
+        return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+    def _reports(self, request: Request) -> Response:
+        page = self._page(request)
+        since = self._since(request, "since_send_time")
+        if isinstance(page, Response):
+            return page
+        if isinstance(since, Response):
+            return since
+        count, offset = page
+        with self.lock:
+            sent = sorted(
+                (sent_at, cid, list_id)
+                for cid, (list_id, sent_at) in self.campaigns.items()
+                if since is None or sent_at >= since
+            )
+        reports = [
+            {"id": cid, "list_id": list_id, "send_time": at.isoformat(), "type": "regular"}
+            for at, cid, list_id in sent[offset : offset + count]
+        ]
+        self.record(request, 200)
+        return Response(200, {"reports": reports, "total_items": len(sent)})
+
+    def _email_activity(self, request: Request) -> Response:
+        cid = request.params["campaign_id"]
+        page = self._page(request)
+        since = self._since(request, "since")
+        if isinstance(page, Response):
+            return page
+        if isinstance(since, Response):
+            return since
+        count, offset = page
+        with self.lock:
+            if cid not in self.campaigns:
+                return problem(404, "Resource Not Found", "The requested resource could not be found.")
+            list_id = self.campaigns[cid][0]
+            rows = []
+            for email, events in sorted(self.activity[cid].items()):
+                kept = [(a, t) for a, t in events if since is None or t > since]
+                if kept:
+                    rows.append((email, kept))
+        emails = [
+            {
+                "campaign_id": cid,
+                "list_id": list_id,
+                "email_id": hashlib.md5(email.encode(), usedforsecurity=False).hexdigest(),
+                "email_address": email,
+                "activity": [{"action": a, "timestamp": t.isoformat()} for a, t in events],
+            }
+            for email, events in rows[offset : offset + count]
+        ]
+        self.record(request, 200)
+        return Response(200, {"emails": emails, "campaign_id": cid, "total_items": len(rows)})
+
     def create_list(self, list_id: str) -> None:
         with self.lock:
             self.lists.setdefault(list_id, {})
