@@ -162,7 +162,7 @@ def test_sigkill_mid_sync_to_a_real_destination_converges(
         emulator = MailchimpEmulator(api_key="kill-key-us1", faults=Faults(latency=0.15))
         emulator.create_list("L1")
         secret_env = {"AUDIENCE_SYNC_MAILCHIMP_API_KEY": "kill-key-us1"}
-        body = f'[destinations.d]\ntype = "mailchimp"\nbase_url = "URL/3.0"\n'
+        body = '[destinations.d]\ntype = "mailchimp"\nbase_url = "URL/3.0"\n'
         options = 'options = { tag = "vip" }'
     else:
         emulator = MetaEmulator(access_token="kill-token", faults=Faults(latency=1.5))

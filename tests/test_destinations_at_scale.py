@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 
 from connectors.destinations.base import Destination
-from connectors.destinations.mailchimp import MailchimpConfig, MailchimpDestination, MailchimpOptions
-from connectors.destinations.meta import MetaConfig, MetaDestination, MetaOptions
+from connectors.destinations.mailchimp import MailchimpConfig, MailchimpDestination
+from connectors.destinations.meta import MetaConfig, MetaDestination
 from connectors.emulators.mailchimp import MailchimpEmulator
 from connectors.emulators.meta import MetaEmulator
 from connectors.emulators.server import EmulatorServer, Faults
