@@ -57,3 +57,6 @@ def test_marketer_sees_sizes_masked_samples_and_can_trigger_a_full_replace(clien
     assert response.status_code == 202
     assert client.queued == [("buyers-out", True)]
     assert client.post("/mappings/nope/resync", headers=auth).status_code == 404
+    assert client.get("/preview").status_code == 401
+    preview = client.get("/preview", headers=auth)
+    assert preview.status_code == 200 and "segments" in preview.json()

@@ -57,6 +57,13 @@ def create_app(settings: Settings, *, enqueue: Enqueue = _celery_enqueue) -> Fas
     def segments() -> dict[str, int]:
         return store.segment_sizes()
 
+    @protected.get("/preview")
+    def preview() -> dict[str, Any]:
+        """Sizes, change since the last run, overlaps and warnings, as `audience-sync preview`."""
+        from worker.preview import preview_dict
+
+        return preview_dict(settings)
+
     @protected.get("/segments/{segment}/sample")
     def sample(segment: str, limit: Annotated[int, Query(ge=1, le=50)] = 10) -> list[str]:
         keys = sorted(store.segment_keys(segment))[:limit]

@@ -43,10 +43,8 @@ class Platform:
 
 
 META, GOOGLE, TIKTOK = Platform("Meta", 100), Platform("Google", 100), Platform("TikTok", 1000)
+#: an ads destination that names no platform (a hashed-email file, say) may feed any of these
 AD_PLATFORMS = (META, GOOGLE, TIKTOK)
-#: destination type (its registry name) -> the platform it uploads to; any other ads destination
-#: (a hashed-email file, say) may feed any of them, so every platform's minimum applies
-PLATFORM_OF_TYPE: dict[str, Platform] = {"meta": META, "google_ads": GOOGLE, "tiktok": TIKTOK}
 
 
 @dataclass(frozen=True)
@@ -347,12 +345,12 @@ def mapping_targets(
             people = _member_objects(table, members[mapping.segment])
             eligible = sum(1 for m in people if destination.ineligible_reason(m) is None)
             kind = destination.audience_kind
+            minimum = destination.targeting_minimum
         finally:
             destination.close()
         platforms: tuple[Platform, ...] = ()
         if kind == "ads":
-            known = PLATFORM_OF_TYPE.get(dest_config.type)
-            platforms = (known,) if known else AD_PLATFORMS
+            platforms = (Platform(*minimum),) if minimum else AD_PLATFORMS
         out.setdefault(mapping.segment, []).append(Target(name, mapping.destination, kind, eligible, platforms))
     return out
 

@@ -57,6 +57,8 @@ class Destination(ABC):
     Options: ClassVar[type[MappingOptions]] = MappingOptions
     #: a full replace can be done natively (Meta usersreplace); otherwise the engine diffs
     supports_replace: ClassVar[bool] = False
+    #: an ad platform's name and the matched members it needs before an audience can be targeted
+    targeting_minimum: ClassVar[tuple[str, int] | None] = None
 
     def __init__(self, name: str, config: DestinationConfig, runtime: Runtime) -> None:
         self.name = name

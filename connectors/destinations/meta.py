@@ -188,6 +188,7 @@ class MetaDestination(Destination):
     audience_kind = "ads"
     batch_size = MAX_ROWS
     supports_replace = True
+    targeting_minimum = ("Meta", 100)
     Config = MetaConfig
     Options = MetaOptions
 
