@@ -157,14 +157,21 @@ class MailchimpEmulator(EmulatorServer):
             return problem(400, "Invalid Resource", f"{name} must be an ISO 8601 time")
         return value if value.tzinfo else value.replace(tzinfo=UTC)
 
-    def _reports(self, request: Request) -> Response:
+    def _paging(self, request: Request, since_name: str) -> tuple[int, int, datetime | None] | Response:
+        """``count``/``offset`` and the named time filter, or the 400 the real API gives."""
         page = self._page(request)
-        since = self._since(request, "since_send_time")
+        since = self._since(request, since_name)
         if isinstance(page, Response):
             return page
         if isinstance(since, Response):
             return since
-        count, offset = page
+        return page[0], page[1], since
+
+    def _reports(self, request: Request) -> Response:
+        paging = self._paging(request, "since_send_time")
+        if isinstance(paging, Response):
+            return paging
+        count, offset, since = paging
         with self.lock:
             sent = sorted(
                 (sent_at, cid, list_id)
@@ -180,13 +187,10 @@ class MailchimpEmulator(EmulatorServer):
 
     def _email_activity(self, request: Request) -> Response:
         cid = request.params["campaign_id"]
-        page = self._page(request)
-        since = self._since(request, "since")
-        if isinstance(page, Response):
-            return page
-        if isinstance(since, Response):
-            return since
-        count, offset = page
+        paging = self._paging(request, "since")
+        if isinstance(paging, Response):
+            return paging
+        count, offset, since = paging
         with self.lock:
             if cid not in self.campaigns:
                 return problem(404, "Resource Not Found", "The requested resource could not be found.")
