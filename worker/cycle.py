@@ -20,9 +20,10 @@ from connectors.runtime import Runtime
 from worker.config import AppConfig
 from worker.factory import build_destination, build_source
 from worker.ingest import Validated, validate_customers, validate_orders
-from worker.segments import compute_segments, table_from_facts
+from worker.segments import segment_masks, table_from_facts
 from worker.settings import Settings
 from worker.store import Store
+from worker.store.persist import persist
 from worker.store.snapshot import snapshot_for
 from worker.sync import MappingSync, Progress, SyncResult
 
@@ -172,20 +173,21 @@ def recompute(store: Store, config: AppConfig, now: datetime, *, task_id: str | 
     run_id = store.start_run("recompute", None, task_id)
     started = time.monotonic()
     try:
-        # columnar snapshot, refreshed incrementally from the store (docs/performance.md)
-        table = table_from_facts(snapshot_for(store).refresh())
-        members = compute_segments(table, now, config.segments)
-        store.replace_profiles(profile_rows(table.frame))
-        changes = store.replace_segments({name: list(index) for name, index in members.items()})
+        # columnar snapshot, refreshed incrementally from the store; results written as changes only
+        # against the state this process last wrote (docs/performance.md)
+        snap = snapshot_for(store)
+        table = table_from_facts(snap.refresh())
+        written = snap.written
+        masks = segment_masks(table, now, config.segments)
+        snap.written = None  # dropped first: a failed write leaves the tables unknown
+        changes, snap.written = persist(store, table, masks, written)
     except Exception as exc:
         store.finish_run(run_id, "failed", {}, f"{type(exc).__name__}: {exc}")
         raise
     sizes = {name: c["size"] for name, c in changes.items()}
     seconds = time.monotonic() - started
-    store.finish_run(
-        run_id, "ok", {"customers": len(table.frame), "segments": sizes, "seconds": round(seconds, 3)}, None
-    )
-    return RecomputeResult(sizes, changes, len(table.frame), seconds, run_id)
+    store.finish_run(run_id, "ok", {"customers": len(table), "segments": sizes, "seconds": round(seconds, 3)}, None)
+    return RecomputeResult(sizes, changes, len(table), seconds, run_id)
 
 
 def sync_mapping(

@@ -97,6 +97,12 @@ class Store:
         state = schema.ingest_state.c
         conn.execute(update(schema.ingest_state).values(generation=state.generation + 1))
 
+    def bump_results(self, conn: Connection) -> int:
+        """Profiles or memberships are being written: returns the new results version (see persist.py)."""
+        state = schema.results_state.c
+        conn.execute(update(schema.results_state).values(version=state.version + 1))
+        return int(conn.execute(select(state.version)).scalar_one())
+
     def _stamped(self, conn: Connection, rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
         seq, first = self.reserve_ingest(conn, len(rows))
         return [{**row, "ingest_seq": seq, "row_no": first + i} for i, row in enumerate(rows)]
@@ -199,6 +205,7 @@ class Store:
     # -- recompute results -------------------------------------------------------------
     def replace_profiles(self, rows: Sequence[Mapping[str, Any]]) -> None:
         with self.engine.begin() as conn:
+            self.bump_results(conn)
             conn.execute(delete(schema.profiles))
             for chunk in _chunks(list(rows), 5000):
                 conn.execute(schema.profiles.insert(), list(chunk))
@@ -207,6 +214,7 @@ class Store:
         """Store new membership; returns per segment the size, joined and left counts."""
         changes: dict[str, dict[str, int]] = {}
         with self.engine.begin() as conn:
+            self.bump_results(conn)
             for segment, keys in members.items():
                 new = set(keys)
                 old = {
@@ -358,6 +366,7 @@ class Store:
             conn.execute(delete(schema.profiles).where(p.customer_key.in_(keys) | (p.email == email)))
             conn.execute(delete(schema.segment_members).where(schema.segment_members.c.customer_key.in_(keys)))
             self.bump_generation(conn)
+            self.bump_results(conn)
             detail = {"customer_ids": customer_ids, "orders_deleted": len(order_ids), "keys": keys}
             result = conn.execute(
                 schema.erasures.insert().values(

@@ -51,9 +51,17 @@ def _v2_ingest_seq(conn: Connection) -> None:
             conn.execute(update(schema.ingest_state).values(next_row=start + len(rows)))
 
 
+def _v3_results_state(conn: Connection) -> None:
+    """Write counter of profiles/segment_members (incremental persistence of recompute results)."""
+    schema.results_state.create(conn, checkfirst=True)
+    if conn.execute(select(schema.results_state.c.id)).first() is None:
+        conn.execute(schema.results_state.insert().values(id=1, version=1))
+
+
 MIGRATIONS: list[tuple[int, str, Migration]] = [
     (1, "initial schema", _v1_initial),
     (2, "ingest sequence and row numbers for the columnar snapshot", _v2_ingest_seq),
+    (3, "write counter of recompute results", _v3_results_state),
 ]
 
 LATEST = MIGRATIONS[-1][0]

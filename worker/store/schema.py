@@ -179,3 +179,12 @@ ingest_state = Table(
     Column("generation", Integer, nullable=False),
     Column("instance", String(32), nullable=False),  # random per database: a cache names its source
 )
+
+#: v3: ``version`` grows with every write to ``profiles`` / ``segment_members``; a process that kept
+#: the state it last wrote (worker/store/persist.py) trusts it only if nobody wrote since.
+results_state = Table(
+    "results_state",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("version", Integer, nullable=False),
+)

@@ -16,7 +16,7 @@ import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
@@ -33,6 +33,9 @@ from worker.segments.facts import (
 )
 from worker.store import schema
 from worker.store.db import Store
+
+if TYPE_CHECKING:
+    from worker.store.persist import Written
 
 log = logging.getLogger(__name__)
 FETCH = 200_000
@@ -141,6 +144,8 @@ class Snapshot:
         self.customers = _Columns(np.empty(0, np.int64), {})
         self.lines = _Columns(np.empty(0, np.int64), {})
         self.unsaved = 0
+        #: recompute results this process last wrote, on this dictionary's codes (worker/store/persist.py)
+        self.written: Written | None = None
 
     # -- reading SQL ---------------------------------------------------------------------
     def _read_orders(self, conn: Any, seq: int) -> _Columns:

@@ -1,0 +1,220 @@
+"""Persist recompute results (profiles, segment membership) in proportion to what changed.
+
+The process keeps what it last wrote (:class:`Written`: key codes, profile column codes and a
+membership matrix, on the snapshot's string dictionary) and diffs the new table against it on integer
+codes; only changed or new profiles are upserted, vanished keys deleted, and membership joins/leaves
+written, each as one cached single-row statement run as ``executemany``.
+
+The kept state is trusted only while ``results_state.version`` is the one this process wrote (every
+writer of ``profiles`` / ``segment_members`` bumps it: erasure, the frame-based ``replace_*`` methods,
+another worker) and the snapshot still uses the same dictionary (a reload starts a new one). Otherwise
+(cold start) the current tables are read once and compared on strings.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import pandas as pd
+from sqlalchemy.engine import Connection
+
+from worker.segments.facts import CONSENTS, Interner
+from worker.segments.table import CustomerTable
+from worker.store.db import Store
+
+Mask = npt.NDArray[np.bool_]
+BATCH = 50_000
+FETCH = 200_000
+PROFILE_COLUMNS = ("email", "phone", "first_name", "last_name", "country", "email_consent")
+
+
+@dataclass(eq=False)
+class Written:
+    """What this process last wrote: rows aligned with ``keys`` (codes in ``strings``)."""
+
+    strings: Interner
+    version: int
+    keys: npt.NDArray[np.int64]
+    profile: npt.NDArray[np.int32]  # (n, 6): codes of PROFILE_COLUMNS (email_consent: index into CONSENTS)
+    names: tuple[str, ...]
+    members: Mask  # (n, len(names))
+
+
+@dataclass
+class _Before:
+    """The stored state expressed on the new table's rows, plus stored keys the table no longer has."""
+
+    same: Mask  # stored profile identical to the new one
+    member: Mask  # (n, len(names)) stored membership
+    gone_profiles: list[str]
+    gone_members: dict[str, list[str]]
+    stale: list[str]  # stored segments no longer configured
+
+
+def profile_codes(table: CustomerTable) -> npt.NDArray[np.int32]:
+    f = table.facts
+    out = np.empty((table.n, len(PROFILE_COLUMNS)), dtype=np.int32)
+    for j, column in enumerate(
+        (
+            table.email_code,
+            table.phone_code,
+            table._from_customers(f.c_first),
+            table._from_customers(f.c_last),
+            table._from_customers(f.c_country),
+            table.consent,
+        )
+    ):
+        out[:, j] = column
+    return out
+
+
+def _texts(table: CustomerTable, profile: npt.NDArray[np.int32], rows: npt.NDArray[np.int64]) -> list[list[Any]]:
+    """Profile values of ``rows`` as lists of str/None (email_consent always set)."""
+    strings = table.facts.strings.array()
+    out: list[list[Any]] = [strings[profile[rows, j]].tolist() for j in range(len(PROFILE_COLUMNS) - 1)]
+    out.append(np.asarray(CONSENTS, dtype=object)[profile[rows, -1]].tolist())
+    return out
+
+
+def _cold(
+    conn: Connection,
+    table: CustomerTable,
+    profile: npt.NDArray[np.int32],
+    key_text: npt.NDArray[Any],
+    names: Sequence[str],
+) -> _Before:
+    """Read the stored tables once and express them on the new table's rows (strings compared)."""
+    n = table.n
+    index = pd.Index(key_text)
+    same = np.zeros(n, dtype=bool)
+    gone_profiles: list[str] = []
+    everyone = np.arange(n, dtype=np.int64)
+    current = [np.asarray(col, dtype=object) for col in _texts(table, profile, everyone)]
+    result = conn.exec_driver_sql(f"SELECT customer_key, {', '.join(PROFILE_COLUMNS)} FROM profiles")
+    while rows := result.fetchmany(FETCH):
+        cols = list(zip(*rows, strict=True))
+        keys = np.asarray(cols[0], dtype=object)
+        pos = index.get_indexer(keys)
+        found = pos >= 0
+        gone_profiles += keys[~found].tolist()
+        at = pos[found]
+        equal = np.ones(len(at), dtype=bool)
+        for j in range(len(PROFILE_COLUMNS)):
+            equal &= current[j][at] == np.asarray(cols[j + 1], dtype=object)[found]
+        same[at[equal]] = True
+    member = np.zeros((n, len(names)), dtype=bool)
+    gone_members: dict[str, list[str]] = {}
+    marker = _marker(conn)
+    for s, name in enumerate(names):
+        stored = np.asarray(
+            conn.exec_driver_sql(f"SELECT customer_key FROM segment_members WHERE segment = {marker}", (name,))
+            .scalars()
+            .all(),
+            dtype=object,
+        )
+        pos = index.get_indexer(stored) if len(stored) else np.empty(0, np.int64)
+        member[pos[pos >= 0], s] = True
+        gone_members[name] = stored[pos < 0].tolist()
+    segments = conn.exec_driver_sql("SELECT DISTINCT segment FROM segment_members").scalars().all()
+    stale = sorted(set(segments) - set(names))
+    return _Before(same, member, gone_profiles, gone_members, stale)
+
+
+def _warm(written: Written, table: CustomerTable, profile: npt.NDArray[np.int32], names: Sequence[str]) -> _Before:
+    """The kept state on the new table's rows, by key code (no string touched but vanished keys')."""
+    n = table.n
+    size = max(len(table.facts.strings), int(written.keys.max(initial=-1)) + 1)
+    pos = np.full(size, -1, dtype=np.int64)
+    pos[written.keys] = np.arange(len(written.keys), dtype=np.int64)
+    p = pos[table.keys]
+    hit = np.flatnonzero(p >= 0)
+    old = p[hit]
+    same = np.zeros(n, dtype=bool)
+    same[hit] = (written.profile[old] == profile[hit]).all(axis=1)
+    seen = np.zeros(len(written.keys), dtype=bool)
+    seen[old] = True
+    gone = np.flatnonzero(~seen)
+    gone_text = table.facts.strings.array()[written.keys[gone]]
+    member = np.zeros((n, len(names)), dtype=bool)
+    gone_members: dict[str, list[str]] = {}
+    columns = {name: j for j, name in enumerate(written.names)}
+    for s, name in enumerate(names):
+        j = columns.get(name)
+        if j is None:
+            gone_members[name] = []
+            continue
+        member[hit, s] = written.members[old, j]
+        gone_members[name] = gone_text[written.members[gone, j]].tolist()
+    stale = [name for name in written.names if name not in set(names)]
+    return _Before(same, member, gone_text.tolist(), gone_members, stale)
+
+
+def _marker(conn: Connection) -> str:
+    style = conn.dialect.paramstyle
+    if style == "qmark":
+        return "?"
+    if style in ("format", "pyformat"):
+        return "%s"
+    raise NotImplementedError(f"persist: driver paramstyle {style!r}")
+
+
+def _many(conn: Connection, sql: str, rows: Iterable[tuple[Any, ...]]) -> None:
+    """One statement, executemany in batches (compiled once by the driver)."""
+    batch: list[tuple[Any, ...]] = []
+    for row in rows:
+        batch.append(row)
+        if len(batch) >= BATCH:
+            conn.exec_driver_sql(sql, batch)
+            batch = []
+    if batch:
+        conn.exec_driver_sql(sql, batch)
+
+
+def persist(
+    store: Store, table: CustomerTable, masks: Mapping[str, Mask], written: Written | None
+) -> tuple[dict[str, dict[str, int]], Written]:
+    """Write profiles and memberships of ``table``/``masks``, changes only; returns per segment
+    ``size``/``joined``/``left`` (as :meth:`Store.replace_segments`) and the state to keep."""
+    names = tuple(masks)
+    profile = profile_codes(table)
+    key_text = table.text(table.keys)
+    changes: dict[str, dict[str, int]] = {}
+    with store.engine.begin() as conn:
+        version = store.bump_results(conn)  # also takes the write lock: no other writer until commit
+        if written is not None and written.version == version - 1 and written.strings is table.facts.strings:
+            before = _warm(written, table, profile, names)
+        else:
+            before = _cold(conn, table, profile, key_text, names)
+        mark = _marker(conn)
+        marks = ", ".join([mark] * (len(PROFILE_COLUMNS) + 1))
+        updates = ", ".join(f"{c} = excluded.{c}" for c in PROFILE_COLUMNS)
+        if before.gone_profiles:
+            _many(conn, f"DELETE FROM profiles WHERE customer_key = {mark}", ((k,) for k in before.gone_profiles))
+        rows = np.flatnonzero(~before.same)
+        if len(rows):
+            columns = [key_text[rows].tolist(), *_texts(table, profile, rows)]
+            _many(
+                conn,
+                f"INSERT INTO profiles (customer_key, {', '.join(PROFILE_COLUMNS)}) VALUES ({marks}) "
+                f"ON CONFLICT (customer_key) DO UPDATE SET {updates}",
+                zip(*columns, strict=True),
+            )
+        leave = f"DELETE FROM segment_members WHERE segment = {mark} AND customer_key = {mark}"
+        join = f"INSERT INTO segment_members (segment, customer_key) VALUES ({mark}, {mark})"
+        member = np.zeros((table.n, len(names)), dtype=bool)
+        for s, name in enumerate(names):
+            new, old = masks[name], before.member[:, s]
+            member[:, s] = new
+            left = key_text[old & ~new].tolist() + before.gone_members.get(name, [])
+            joined = key_text[new & ~old].tolist()
+            _many(conn, leave, ((name, k) for k in left))
+            _many(conn, join, ((name, k) for k in joined))
+            changes[name] = {"size": int(new.sum()), "joined": len(joined), "left": len(left)}
+        for name in before.stale:
+            conn.exec_driver_sql(f"DELETE FROM segment_members WHERE segment = {mark}", (name,))
+    kept = Written(table.facts.strings, version, table.keys.copy(), profile, names, member)
+    return changes, kept
