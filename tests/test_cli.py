@@ -23,13 +23,14 @@ def cli(
 
 
 def test_run_resync_and_status_on_the_embedded_defaults(tmp_path: Path, redis_url: str, key_prefix: str) -> None:
-    ran = cli("run", cwd=tmp_path)
+    small = {"AUDIENCE_SYNC_SANDBOX_CUSTOMERS": "300"}
+    ran = cli("run", cwd=tmp_path, env=small)
     assert ran.returncode == 0, ran.stderr
     assert "cycle finished" in ran.stdout and "newsletter-mailchimp" in ran.stdout
     assert (tmp_path / "var" / "audience-sync.sqlite3").exists()
     assert (tmp_path / "var" / "audiences" / "buyers.jsonl").exists()
 
-    inline = cli("resync", "buyers-file", "--inline", "--full", cwd=tmp_path)
+    inline = cli("resync", "buyers-file", "--inline", "--full", cwd=tmp_path, env=small)
     assert inline.returncode == 0, inline.stderr
     assert inline.stdout.splitlines()[-1].startswith("buyers-file: ok: added ")
 

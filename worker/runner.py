@@ -43,7 +43,7 @@ def prepared(settings: Settings, now: datetime | None = None) -> Iterator[tuple[
     if not needs_sandbox(config):
         yield config, settings
         return
-    with Sandbox(now=now or utc_now()) as sandbox:
+    with Sandbox(now=now or utc_now(), customers=settings.sandbox_customers) as sandbox:
         yield sandbox.resolve(config, settings)
 
 

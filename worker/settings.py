@@ -37,6 +37,8 @@ class Settings(BaseSettings):
     #: Celery queue name (tests use their own so they never touch a deployment's queue)
     queue: str = "audience-sync"
 
+    #: customers in the built-in sandbox store (``sandbox`` URLs in the config)
+    sandbox_customers: int = 5000
     #: region assumed for phone numbers written without a country code
     default_phone_region: str = "US"
     retry_attempts: int = 6
