@@ -31,6 +31,8 @@ def make_celery(settings: Settings) -> Celery:
         broker_transport_options=transport,
         broker_connection_retry_on_startup=True,
         worker_cancel_long_running_tasks_on_connection_loss=True,
+        # on a deploy's SIGTERM (remapped to SIGQUIT in docker-compose.yml) finish or requeue in-flight work
+        worker_soft_shutdown_timeout=30.0,
         worker_hijack_root_logger=False,
         timezone="UTC",
         enable_utc=True,

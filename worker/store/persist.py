@@ -58,16 +58,15 @@ class _Before:
 def profile_codes(table: CustomerTable) -> npt.NDArray[np.int32]:
     f = table.facts
     out = np.empty((table.n, len(PROFILE_COLUMNS)), dtype=np.int32)
-    for j, column in enumerate(
-        (
-            table.email_code,
-            table.phone_code,
-            table._from_customers(f.c_first),
-            table._from_customers(f.c_last),
-            table._from_customers(f.c_country),
-            table.consent,
-        )
-    ):
+    columns: list[npt.NDArray[Any]] = [
+        table.email_code,
+        table.phone_code,
+        table._from_customers(f.c_first),
+        table._from_customers(f.c_last),
+        table._from_customers(f.c_country),
+        table.consent,
+    ]
+    for j, column in enumerate(columns):
         out[:, j] = column
     return out
 
