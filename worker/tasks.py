@@ -7,6 +7,7 @@ function of the store, and sync pushes the diff against what the destination ack
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from celery import Task
@@ -41,17 +42,59 @@ def _too_many_deliveries(task: Task, kind: str, mapping: str | None) -> bool:
     return False
 
 
-@app.task(name="audience_sync.cycle", bind=True, acks_late=True)
-def cycle_task(self: Task, reread_hours: float = 0.0) -> dict[str, Any]:
-    """Pull, recompute, then fan out one sync task per mapping."""
+def _under_cycle_lock(task: Task, kind: str, work: Callable[[RedisLock], dict[str, Any]]) -> dict[str, Any]:
+    """Pull and recompute share one lock: they must not interleave with each other or a cycle."""
     ctx = context()
-    if _too_many_deliveries(self, "cycle", None):
+    if _too_many_deliveries(task, kind, None):
         return {"status": "given_up"}
     lock = RedisLock(ctx.redis, f"{ctx.settings.key_prefix}:lock:cycle", ctx.settings.lock_ttl_seconds)
     if not lock.acquire():
-        log.info("a cycle is already running; skipping this one")
+        log.info("a %s is already running elsewhere; skipping this one", kind)
         return {"status": "skipped"}
     try:
+        return work(lock)
+    finally:
+        lock.release()
+
+
+@app.task(name="audience_sync.pull", bind=True, acks_late=True)
+def pull_task(self: Task, reread_hours: float = 0.0) -> dict[str, Any]:
+    """Incremental pull from the store API (upserts by id: safe to run twice)."""
+    ctx = context()
+
+    def work(lock: RedisLock) -> dict[str, Any]:
+        result = pull(
+            ctx.store,
+            ctx.config,
+            ctx.settings,
+            ctx.runtime,
+            task_id=self.request.id,
+            reread_hours=reread_hours,
+            progress=lambda _: _renew(lock),
+        )
+        return {"status": result.status, **result.counts()}
+
+    return _under_cycle_lock(self, "pull", work)
+
+
+@app.task(name="audience_sync.recompute", bind=True, acks_late=True)
+def recompute_task(self: Task) -> dict[str, Any]:
+    """Recompute every segment from the store (a pure function of the data and the clock)."""
+    ctx = context()
+
+    def work(lock: RedisLock) -> dict[str, Any]:
+        result = recompute(ctx.store, ctx.config, utc_now(), task_id=self.request.id)
+        return {"status": "ok", "segments": result.sizes}
+
+    return _under_cycle_lock(self, "recompute", work)
+
+
+@app.task(name="audience_sync.cycle", bind=True, acks_late=True)
+def cycle_task(self: Task, reread_hours: float = 0.0) -> dict[str, Any]:
+    """Pull, recompute, then fan out one sync task per mapping (the beat schedule runs this)."""
+    ctx = context()
+
+    def work(lock: RedisLock) -> dict[str, Any]:
         pulled = pull(
             ctx.store,
             ctx.config,
@@ -63,11 +106,14 @@ def cycle_task(self: Task, reread_hours: float = 0.0) -> dict[str, Any]:
         )
         lock.renew()
         recomputed = recompute(ctx.store, ctx.config, utc_now(), task_id=self.request.id)
-    finally:
-        lock.release()
+        return {"pull": pulled.status, "segments": recomputed.sizes}
+
+    outcome = _under_cycle_lock(self, "cycle", work)
+    if outcome.get("status") in ("given_up", "skipped"):
+        return outcome
     for name in ctx.config.mappings:
         sync_mapping_task.delay(name)
-    return {"pull": pulled.status, "segments": recomputed.sizes, "mappings": list(ctx.config.mappings)}
+    return {**outcome, "mappings": list(ctx.config.mappings)}
 
 
 @app.task(name="audience_sync.sync_mapping", bind=True, acks_late=True, max_retries=20)
