@@ -6,16 +6,22 @@ configured token the API refuses to start, so it is never exposed open by accide
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 import html
+import json
 import secrets
 from collections.abc import Callable
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse
+from pydantic import SecretStr
 
 from connectors.redact import mask_email
 from worker.config import AppConfig, ConfigFileError, load_config
+from worker.erasure import ErasureError, request_erasure
 from worker.settings import Settings
 from worker.status import status_rows
 from worker.store import Store, open_store
@@ -27,6 +33,14 @@ def _celery_enqueue(mapping: str, full: bool) -> str:
     from worker.tasks import sync_mapping_task
 
     return str(sync_mapping_task.apply_async(args=[mapping], kwargs={"full": full}).id)
+
+
+def valid_shopify_hmac(raw: bytes, header: str | None, secret: SecretStr) -> bool:
+    """``X-Shopify-Hmac-Sha256`` is base64(HMAC-SHA256(raw body, app secret)); compared in constant time."""
+    if not header:
+        return False
+    digest = hmac.new(secret.get_secret_value().encode(), raw, hashlib.sha256).digest()
+    return hmac.compare_digest(base64.b64encode(digest), header.strip().encode())
 
 
 def create_app(settings: Settings, *, enqueue: Enqueue = _celery_enqueue) -> FastAPI:
@@ -44,6 +58,27 @@ def create_app(settings: Settings, *, enqueue: Enqueue = _celery_enqueue) -> Fas
             raise HTTPException(401, "missing or wrong bearer token", headers={"WWW-Authenticate": "Bearer"})
 
     protected = APIRouter(dependencies=[Depends(authorised)])
+
+    @app.post("/webhooks/shopify/customers/redact")
+    async def shopify_customers_redact(request: Request) -> dict[str, Any]:
+        """Shopify's mandatory compliance webhook: erase the customer here and everywhere."""
+        secret = settings.shopify_webhook_secret
+        raw = await request.body()
+        if secret is None or not valid_shopify_hmac(raw, request.headers.get("x-shopify-hmac-sha256"), secret):
+            raise HTTPException(401, "invalid webhook signature")
+        try:
+            email = str((json.loads(raw).get("customer") or {}).get("email") or "")
+        except (ValueError, AttributeError):
+            raise HTTPException(400, "body is not the customers/redact JSON") from None
+        if not email:
+            return {"erased": False, "reason": "no email in the request; nothing held by email"}
+        try:
+            erasure_id, _ = request_erasure(store, email)
+        except ErasureError as exc:
+            raise HTTPException(422, str(exc)) from None
+        for name in config.mappings:
+            enqueue(name, False)
+        return {"erased": True, "erasure_id": erasure_id, "destinations": "removal queued for every mapping"}
 
     @app.get("/healthz")
     def healthz() -> dict[str, str]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 from connectors.identifiers import normalize_email, sha256_hex
 from connectors.runtime import Runtime
@@ -35,13 +36,23 @@ class ErasureReport:
         return all(d["removed"] for d in self.destinations.values())
 
 
-def erase(
-    store: Store, config: AppConfig, settings: Settings, runtime: Runtime, email: str, now: datetime
-) -> ErasureReport:
+def request_erasure(store: Store, email: str) -> tuple[int, dict[str, Any]]:
+    """The store part, done at once: rows deleted, the person suppressed; destinations follow.
+
+    Destinations drop the person at their next sync (their keys are gone from every segment),
+    which is why a webhook can answer quickly and leave the removals to the workers.
+    """
     normalized = normalize_email(email)
     if normalized is None:
         raise ErasureError("not a valid email address")
-    erasure_id, detail = store.erase_person(normalized, sha256_hex(normalized))
+    return store.erase_person(normalized, sha256_hex(normalized))
+
+
+def erase(
+    store: Store, config: AppConfig, settings: Settings, runtime: Runtime, email: str, now: datetime
+) -> ErasureReport:
+    """Erase and push the removal to every destination now; completes the audit row."""
+    erasure_id, detail = request_erasure(store, email)
     keys = set(detail["keys"])
     recompute(store, config, now)
     report = ErasureReport(erasure_id, int(detail["orders_deleted"]), len(detail["customer_ids"]))

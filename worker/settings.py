@@ -48,6 +48,8 @@ class Settings(BaseSettings):
     shopify_access_token: SecretStr | None = None
     mailchimp_api_key: SecretStr | None = None
     meta_access_token: SecretStr | None = None
+    #: the Shopify app's client secret: verifies mandatory compliance webhooks (customers/redact)
+    shopify_webhook_secret: SecretStr | None = None
     api_token: SecretStr | None = Field(default=None, description="bearer token for the control API")
 
 
