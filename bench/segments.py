@@ -3,6 +3,7 @@
     .venv/bin/python -m bench.segments            # 1,000,000 customers / 10,000,000 orders
     .venv/bin/python -m bench.segments --small    # 100,000 / 1,000,000
     .venv/bin/python -m bench.segments --database-url postgresql+psycopg://...
+    .venv/bin/python -m bench.segments --reuse /tmp/bench.sqlite3 --only-store --skip-cold  # keep the store
 
 Times (a) every default segment from facts already in memory, (b) a recompute from the store
 (snapshot refresh incl. load + compute; persistence reported on its own), and lifetimes'
@@ -326,7 +327,7 @@ def phase_memory(customers: int, orders: int, repeat: int) -> dict[str, float]:
     return {"seconds": min(times), "peak_mib": _peak_mib(), "peak_before_mib": before, "segments": len(masks)}
 
 
-def phase_store(url: str, cache: bool, persist: bool = True) -> dict[str, float]:
+def phase_store(url: str, cache: bool, persist: bool = False) -> dict[str, float]:
     """(b): recompute from the store: snapshot refresh (cache file + delta, or full read) + compute,
     then persistence (profiles and membership) timed on its own."""
     from worker.store import open_store
@@ -341,11 +342,9 @@ def phase_store(url: str, cache: bool, persist: bool = True) -> dict[str, float]
     masks = segment_masks(table, NOW)
     computed = time.perf_counter()
     if persist:
-        from worker.cycle import profile_rows
+        from worker.store.persist import persist as write
 
-        store.replace_profiles(profile_rows(table.frame))
-        index = table.index
-        store.replace_segments({name: index[mask] for name, mask in masks.items()})
+        write(store, table, masks, None)
     persisted = time.perf_counter()
     again = time.perf_counter()
     snap.refresh()
@@ -359,6 +358,123 @@ def phase_store(url: str, cache: bool, persist: bool = True) -> dict[str, float]
         "full": float(snap.stats.get("full", False)),
         "peak_mib": _peak_mib(),
     }
+
+
+def phase_persist(url: str, customers: int) -> dict[str, float]:
+    """Persistence per cycle (worker/store/persist.py): first write into empty tables, a second cycle
+    with nothing changed, then one where 1% of the customers changed (name, or a new order)."""
+    from sqlalchemy import text
+
+    from worker.store import open_store
+    from worker.store.persist import persist
+    from worker.store.snapshot import Snapshot, default_cache_path
+
+    store = open_store(url)
+    with store.engine.begin() as conn:
+        store.bump_results(conn)
+        conn.execute(text("DELETE FROM profiles"))
+        conn.execute(text("DELETE FROM segment_members"))
+    snap = Snapshot(store, default_cache_path(url))
+    table = table_from_facts(snap.refresh())
+    masks = segment_masks(table, NOW)
+    started = time.perf_counter()
+    _, written = persist(store, table, masks, None)
+    first = time.perf_counter() - started
+    peak_first = _peak_mib()
+    members = sum(int(m.sum()) for m in masks.values())
+    started = time.perf_counter()
+    changes, written = persist(store, table, masks, written)
+    nochange = time.perf_counter() - started
+    assert all(c["joined"] == c["left"] == 0 for c in changes.values())
+    # a whole cycle with no new data, as cycle.recompute runs it: the table is reused, masks and diff redone
+    table_from_facts(snap.refresh(), reuse=True)
+    started = time.perf_counter()
+    table = table_from_facts(snap.refresh(), reuse=True)
+    masks = segment_masks(table, NOW)
+    changes, written = persist(store, table, masks, written)
+    idle_cycle = time.perf_counter() - started
+    profiles = float(table.n)
+    del table, masks  # as in the worker: nothing but the snapshot holds the last table between cycles
+    peak_idle = _peak_mib()
+    rounds = []
+    for _ in range(2):  # the first round after start also builds the dictionary's hash index
+        rounds.append(_change_one_percent(store, snap, written, customers))
+        written = rounds[-1].pop("written")
+    store.dispose()
+    return {
+        "first": first,
+        "nochange": nochange,
+        "idle_cycle": idle_cycle,
+        "peak_first_mib": peak_first,
+        **{f"{k}_{i}": v for i, r in enumerate(rounds) for k, v in r.items()},
+        "profiles": profiles,
+        "peak_idle_mib": peak_idle,
+        "members": float(members),
+        "peak_mib": _peak_mib(),
+    }
+
+
+def _change_one_percent(store: Any, snap: Any, written: Any, customers: int) -> dict[str, Any]:
+    """1% of the customers change (half renamed, half with a new order today; unique per run, so a
+    rerun changes again); then refresh, compute and persist, timed."""
+    from worker.store.persist import persist
+
+    tag = f"{time.time_ns()}"
+    picked = np.arange(0, customers, 100, dtype=np.int64)
+    renamed, buyers = picked[::2], picked[1::2]
+    store.upsert_customers(
+        [
+            {"customer_id": cid, "source": "bench", "email": em, "first_name": f"R{tag}", "email_consent": "SUBSCRIBED"}
+            | {"updated_at": NOW}
+            for cid, em in zip(customer_id(renamed), email(renamed, customers), strict=True)
+        ]
+    )
+    orders = [
+        {
+            "order_id": f"x{tag}-{i}",
+            "source": "bench",
+            "customer_id": cid,
+            "email": em,
+            "created_at": NOW,
+            "updated_at": NOW,
+            "total": 40.0,
+            "currency": "USD",
+            "cancelled": False,
+            "test": False,
+            "has_discount": False,
+        }
+        for i, (cid, em) in enumerate(zip(customer_id(buyers), email(buyers, customers), strict=True))
+    ]
+    store.upsert_orders(orders, [])
+    started = time.perf_counter()
+    facts = snap.refresh()
+    refreshed = time.perf_counter()
+    table = table_from_facts(facts)
+    masks = segment_masks(table, NOW)
+    computed = time.perf_counter()
+    changes, written = persist(store, table, masks, written)
+    done = time.perf_counter()
+    return {
+        "refresh": refreshed - started,
+        "compute": computed - refreshed,
+        "changed": done - computed,
+        "changed_customers": float(len(picked)),
+        "moves": float(sum(c["joined"] + c["left"] for c in changes.values())),
+        "written": written,
+    }
+
+
+def phase_save_cache(url: str) -> dict[str, float]:
+    """Bring the cache file up to date (not timed), so (b) starts from a current cache."""
+    from worker.store import open_store
+    from worker.store.snapshot import Snapshot
+
+    store = open_store(url)
+    snap = Snapshot(store, default_cache_file(url))
+    snap.refresh()
+    snap.save()
+    store.dispose()
+    return {}
 
 
 def phase_lifetimes(customers: int, orders: int) -> dict[str, float]:
@@ -400,45 +516,81 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--database-url", help="default: a SQLite file in a temporary directory")
     parser.add_argument("--skip-lifetimes", action="store_true")
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument(
+        "--reuse", metavar="PATH", help="SQLite store file: loaded only if absent, kept afterwards (same sizes!)"
+    )
+    parser.add_argument("--only-store", action="store_true", help="skip (a) and lifetimes")
+    parser.add_argument("--skip-cold", action="store_true", help="skip (b0), the full read without cache")
+    parser.add_argument("--skip-store", action="store_true", help="only (a) and lifetimes")
     args = parser.parse_args(argv)
     customers = args.customers or (100_000 if args.small else 1_000_000)
     orders = args.orders or (1_000_000 if args.small else 10_000_000)
     tmp = Path(tempfile.mkdtemp(prefix="as-bench-"))
-    url = args.database_url or f"sqlite:///{tmp / 'store.sqlite3'}"
+    reuse = Path(args.reuse) if args.reuse else None
+    url = args.database_url or f"sqlite:///{reuse or tmp / 'store.sqlite3'}"
     try:
         print(f"synthetic store: {customers:,} customers, {orders:,} orders (seed 7); store {url.split(':')[0]}")
-        a = _child(phase_memory, customers, orders, args.repeat)
-        print(
-            f"(a) default segments ({a['segments']:.0f}) from in-memory facts: {a['seconds']:.3f} s "
-            f"(best of {args.repeat}); peak RSS {a['peak_mib']:.0f} MiB (facts alone {a['peak_before_mib']:.0f} MiB)"
-        )
-        if not args.skip_lifetimes:
+        a = {"seconds": float("nan")}
+        if not args.only_store:
+            a = _child(phase_memory, customers, orders, args.repeat)
+            print(
+                f"(a) default segments ({a['segments']:.0f}) from in-memory facts: {a['seconds']:.3f} s (best of "
+                f"{args.repeat}); peak RSS {a['peak_mib']:.0f} MiB (facts alone {a['peak_before_mib']:.0f} MiB)"
+            )
+        if not args.skip_lifetimes and not args.only_store:
             lt = _child(phase_lifetimes, customers, orders)
             print(
                 f"    lifetimes summary_data_from_transaction_data: {lt['seconds']:.2f} s, peak RSS "
                 f"{lt['peak_mib']:.0f} MiB; pandas groupby of the same: {lt['groupby']:.2f} s"
             )
             print(f"    ratio lifetimes / (a): {lt['seconds'] / a['seconds']:.1f}x")
-        started = time.perf_counter()
-        _child(_load, url, customers, orders)
-        print(f"store loaded in {time.perf_counter() - started:.1f} s (bulk insert; not timed)")
-        cold = _child(phase_store, url, False, False)
-        print(
-            f"(b0) cold (no cache file): full read from SQL {cold['load']:.2f} s + compute {cold['compute']:.2f} s"
-            f" = {cold['load'] + cold['compute']:.2f} s; peak RSS {cold['peak_mib']:.0f} MiB"
-        )
-        _child(phase_store, url, True, False)  # a full read that writes the cache file
-        b = _child(phase_store, url, True)
+        if args.skip_store:
+            return 0
+        if reuse is None or not reuse.exists():
+            started = time.perf_counter()
+            _child(_load, url, customers, orders)
+            print(f"store loaded in {time.perf_counter() - started:.1f} s (bulk insert; not timed)")
+        if not args.skip_cold:
+            cold = _child(phase_store, url, False, False)
+            print(
+                f"(b0) cold (no cache file): full read from SQL {cold['load']:.2f} s + compute "
+                f"{cold['compute']:.2f} s = {cold['load'] + cold['compute']:.2f} s; peak RSS {cold['peak_mib']:.0f} MiB"
+            )
+            _child(phase_store, url, True, False)  # a full read that writes the cache file
+        else:  # a reused store may have changed since its cache was written (phase_persist adds rows)
+            _child(phase_save_cache, url)
+        b = _child(phase_store, url, True, False)
         print(
             f"(b) recompute from the store, new process with cache: load {b['load']:.2f} s + compute "
             f"{b['compute']:.2f} s = {b['load'] + b['compute']:.2f} s; peak RSS {b['peak_mib']:.0f} MiB"
         )
         print(f"    incremental refresh with no new rows: {b['refresh_nochange'] * 1000:.0f} ms")
-        print(f"    persistence (profiles + membership, first write into empty tables), separate: {b['persist']:.2f} s")
+        p = _child(phase_persist, url, customers)
+        print(
+            f"persistence ({p['profiles']:,.0f} profiles, {p['members']:,.0f} memberships): first write into empty "
+            f"tables {p['first']:.2f} s (peak RSS so far {p['peak_first_mib']:.0f} MiB); next cycle, nothing changed "
+            f"{p['nochange']:.2f} s; peak RSS of the whole phase {p['peak_mib']:.0f} MiB\n"
+            f"    whole cycle with no new data (refresh, table reused, masks, persist): {p['idle_cycle']:.2f} s "
+            f"(peak RSS so far {p['peak_idle_mib']:.0f} MiB)"
+        )
+        for i, label in enumerate(("first 1% cycle in the process", "next 1% cycle")):
+            print(
+                f"    {label}: {p[f'changed_customers_{i}']:,.0f} customers changed "
+                f"({p[f'moves_{i}']:,.0f} joins/leaves): refresh {p[f'refresh_{i}']:.2f} s + compute "
+                f"{p[f'compute_{i}']:.2f} s + persist {p[f'changed_{i}']:.2f} s"
+            )
     finally:
-        if args.database_url is None:
+        if args.database_url is None and reuse is None:
             shutil.rmtree(tmp, ignore_errors=True)
     return 0
+
+
+def default_cache_file(url: str) -> Path:
+    from worker.store.snapshot import default_cache_path
+
+    path = default_cache_path(url)
+    assert path is not None, "--skip-cold needs a SQLite store"
+    return path
 
 
 def _load(url: str, customers: int, orders: int) -> dict[str, float]:

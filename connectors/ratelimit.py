@@ -120,38 +120,43 @@ class LocalConcurrency:
             yield
 
 
+_SLOT_LUA = """
+local key = KEYS[1]
+local limit = tonumber(ARGV[1])
+local ttl = tonumber(ARGV[2])
+local token = ARGV[3]
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+redis.call('ZREMRANGEBYSCORE', key, 0, now - ttl)
+if redis.call('ZCARD', key) < limit then
+  redis.call('ZADD', key, now, token)
+  redis.call('EXPIRE', key, math.ceil(ttl) + 60)
+  return 1
+end
+return 0
+"""
+
+
 class RedisConcurrency:
-    """At most ``limit`` holders across all workers; a crashed holder's slot expires after ``ttl``."""
+    """At most ``limit`` holders across all workers; a crashed holder's slot expires after ``ttl``.
+
+    Check and take happen in one Lua script, so two workers can never both see a free slot.
+    """
 
     def __init__(
-        self,
-        client: redis.Redis[bytes],
-        key: str,
-        limit: int,
-        *,
-        ttl: float = 180.0,
-        sleep: Sleep = time.sleep,
+        self, client: redis.Redis[bytes], key: str, limit: int, *, ttl: float = 180.0, sleep: Sleep = time.sleep
     ) -> None:
         self._client = client
         self.key = key
         self.limit = limit
         self.ttl = ttl
         self._sleep = sleep
+        self._take = client.register_script(_SLOT_LUA)
 
     @contextlib.contextmanager
     def slot(self) -> Iterator[None]:
         token = uuid.uuid4().hex
-        while True:
-            now = time.time()
-            pipe = self._client.pipeline()
-            pipe.zremrangebyscore(self.key, 0, now - self.ttl)
-            pipe.zadd(self.key, {token: now})
-            pipe.zrank(self.key, token)
-            pipe.expire(self.key, int(self.ttl) + 60)
-            _, _, rank, _ = pipe.execute()
-            if rank is not None and int(rank) < self.limit:
-                break
-            self._client.zrem(self.key, token)
+        while not self._take(keys=[self.key], args=[self.limit, self.ttl, token]):
             self._sleep(0.05)
         try:
             yield

@@ -81,8 +81,8 @@ def _order(oid: str, cid: str | None, email: str, days: int, total: float) -> di
     }
 
 
-def test_changes_only_warm_cold_and_foreign_writes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    url = f"sqlite:///{tmp_path / 'store.sqlite3'}"
+def test_changes_only_warm_cold_and_foreign_writes(database_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    url = database_url
     load_store(url, generate(800, 6_000, seed=3, line_share=0.1))
     store = open_store(url)
     snap = Snapshot(store)

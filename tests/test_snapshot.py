@@ -82,3 +82,35 @@ def test_a_corrupt_or_foreign_cache_is_rebuilt(sqlite_url: str, tmp_path: Path) 
     assert foreign.stats["full"] and list(fast["buyers"]) == ["z9"]
     store.dispose()
     other.dispose()
+
+
+def test_cache_keeps_order_ids_exactly(sqlite_url: str, tmp_path: Path) -> None:
+    """Short ASCII ids are cached as fixed-width bytes, others (non-ASCII, long) as one UTF-8 buffer."""
+    for n, ids in enumerate((["o1", "o22", ""], ["o1", "ö2"], ["o1", "x" * 100])):
+        store = open_store(f"sqlite:///{tmp_path / f'ids{n}.sqlite3'}")
+        for i, oid in enumerate(ids):
+            _put(store, oid, f"c{i}", f"p{i}@example.com", i + 1, "1.00")
+        cache = tmp_path / f"ids{n}.npz"
+        first = Snapshot(store, cache).refresh()
+        again = Snapshot(store, cache)
+        facts = again.refresh()
+        assert not again.stats["full"]
+        assert facts.o_id.tolist() == first.o_id.tolist() and sorted(facts.o_id.tolist()) == sorted(ids)
+        store.dispose()
+
+
+def test_unchanged_refresh_hands_out_the_same_facts_and_table(sqlite_url: str) -> None:
+    store = open_store(sqlite_url)
+    _put(store, "o1", "c1", "ann@example.com", 10, "10.00")
+    snap = Snapshot(store)
+    facts = snap.refresh()
+    table = table_from_facts(facts, reuse=True)
+    assert snap.refresh() is facts and table_from_facts(snap.refresh(), reuse=True) is table
+    assert table_from_facts(facts) is not table  # without reuse: always computed
+    _put(store, "o2", None, "ann@example.com", 1, "5.00")  # a guest order of c1
+    fresh = snap.refresh()
+    assert fresh is not facts
+    again = table_from_facts(fresh, reuse=True)
+    assert again is not table and list(again.order_count) == [2]
+    _agree(store, snap)
+    store.dispose()

@@ -176,7 +176,7 @@ def recompute(store: Store, config: AppConfig, now: datetime, *, task_id: str | 
         # columnar snapshot, refreshed incrementally from the store; results written as changes only
         # against the state this process last wrote (docs/performance.md)
         snap = snapshot_for(store)
-        table = table_from_facts(snap.refresh())
+        table = table_from_facts(snap.refresh(), reuse=True)
         written = snap.written
         masks = segment_masks(table, now, config.segments)
         snap.written = None  # dropped first: a failed write leaves the tables unknown

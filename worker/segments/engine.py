@@ -7,6 +7,7 @@ never depend on input row order. Missing values (no order, no engagement) never 
 from __future__ import annotations
 
 import math
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, date, datetime
 from fractions import Fraction
 
@@ -35,7 +36,7 @@ from worker.segments.conditions import (
 from worker.segments.config import SegmentDefinition, SegmentsConfig, check_graph
 from worker.segments.defaults import RFM_GRID
 from worker.segments.facts import CONSENTS, NAT
-from worker.segments.table import NS_PER_DAY, CustomerTable, group_sum
+from worker.segments.table import NS_PER_DAY, THREADS, CustomerTable, group_sum
 
 Mask = npt.NDArray[np.bool_]
 Floats = npt.NDArray[np.float64]
@@ -78,9 +79,10 @@ def quintile_scores(values: npt.NDArray[np.generic]) -> npt.NDArray[np.int64]:
 def _rfm_arrays(table: CustomerTable) -> tuple[npt.NDArray[np.int64], ...]:
     """Rows of buyers and their R, F, M scores and group code (index into RFM_GROUPS)."""
     buyers = np.flatnonzero(table.order_count > 0)
-    r = quintile_scores(table.last_ns[buyers])
-    f = quintile_scores(table.order_count[buyers])
-    m = quintile_scores(table.revenue_micros[buyers])
+    with ThreadPoolExecutor(THREADS) as pool:  # three independent sorts (numpy releases the GIL)
+        r, f, m = pool.map(
+            quintile_scores, (table.last_ns[buyers], table.order_count[buyers], table.revenue_micros[buyers])
+        )
     grid = np.array([[RFM_GROUPS.index(g) for g in RFM_GRID[score]] for score in (1, 2, 3, 4, 5)], dtype=np.int64)
     groups = grid[r - 1, f - 1] if len(buyers) else np.empty(0, dtype=np.int64)
     return buyers, r, f, m, groups
@@ -116,10 +118,11 @@ class _Evaluator:
         if within_days not in self._window:
             table = self.table
             if within_days:
-                keep = table.order_day > self.today - within_days
-                code = np.where(keep, table.order_code, self.n)
+                # orders on/after day today - within + 1 (UTC); a subset, so no full-length pass but this one
+                rows = np.flatnonzero(table.facts.o_ns >= (self.today - within_days + 1) * NS_PER_DAY)
+                code = table.order_code[rows]  # bin n: orders that do not count
                 self._window[within_days] = (
-                    group_sum(code, table.order_micros, self.n + 1)[: self.n],
+                    group_sum(code, table.order_micros[rows], self.n + 1)[: self.n],
                     np.bincount(code, minlength=self.n + 1)[: self.n].astype(np.int64),
                 )
             else:

@@ -41,6 +41,7 @@ log = logging.getLogger(__name__)
 FETCH = 200_000
 SEP = "\x00"
 CACHE_FORMAT = 1
+FIXED_ID_WIDTH = 40
 
 _ORDERS_SQL = (
     "SELECT row_no, order_id, customer_id, email, created_at, total, cancelled, test, has_discount, channel, "
@@ -105,7 +106,8 @@ class _Columns:
             column[pos[found]] = new.data[name][found]
         if fresh.any():
             self.row = np.concatenate([self.row, new.row[fresh]])
-            self.data = {name: np.concatenate([c, new.data[name][fresh]]) for name, c in self.data.items()}
+            for name in list(self.data):  # one column at a time: the old one is freed before the next grows
+                self.data[name] = np.concatenate([self.data[name], new.data[name][fresh]])
         return True
 
 
@@ -144,6 +146,7 @@ class Snapshot:
         self.customers = _Columns(np.empty(0, np.int64), {})
         self.lines = _Columns(np.empty(0, np.int64), {})
         self.unsaved = 0
+        self._facts: Facts | None = None  # handed out again while nothing changed
         #: recompute results this process last wrote, on this dictionary's codes (worker/store/persist.py)
         self.written: Written | None = None
 
@@ -231,6 +234,8 @@ class Snapshot:
             customers = self._read_customers(conn, since)
             lines = self._read_lines(conn, since)
         changed = len(orders.row) + len(customers.row)
+        if changed or full:
+            self._facts = None  # before the arrays change: the old facts and their table can be freed
         ok = self.orders.upsert(orders) and self.customers.upsert(customers)
         if not ok:  # rows numbered before ours appeared: cannot happen with the counter, reload anyway
             log.warning("snapshot: out-of-order rows; reloading")
@@ -250,13 +255,20 @@ class Snapshot:
         return self.facts()
 
     def facts(self) -> Facts:
+        """The arrays as facts: the same object until the next refresh that changes something."""
+        if self._facts is None:
+            self._facts = self._build_facts()
+        return self._facts
+
+    def _build_facts(self) -> Facts:
         m = len(self.orders.row)
         columns: dict[str, Any] = {name: np.empty(0, np.int32) for name in ORDER_FIELDS + CUSTOMER_FIELDS}
         columns["o_id"] = np.empty(0, dtype=StringDType())
         columns.update(self.orders.data)
         columns.update(self.customers.data)
         columns["c_consent"] = columns["c_consent"].astype(np.int8)
-        facts = Facts(strings=self.strings, o_phone=np.full(m, -1, dtype=np.int32), **columns)
+        no_phone = np.broadcast_to(np.int32(-1), (m,))  # the store keeps no order phone: a read-only view
+        facts = Facts(strings=self.strings, o_phone=no_phone, **columns)
         if len(self.lines.row) and m:
             l_order = np.searchsorted(self.orders.row, self.lines.row).astype(np.int64)
             d = self.lines.data
@@ -269,15 +281,15 @@ class Snapshot:
         assert self.cache_path is not None
         strings = self.strings.strings
         o_id = self.orders.data.get("o_id", np.empty(0, dtype=StringDType()))
-        ids = o_id.tolist()
-        if any(SEP in s for s in strings) or any(SEP in s for s in ids):
+        ids = _ids_array(o_id)
+        if any(SEP in s for s in strings) or not ids:
             return
         arrays: dict[str, npt.NDArray[Any]] = {
             "meta": np.asarray([CACHE_FORMAT, self.generation, self.seq], dtype=np.int64),
             "instance": np.frombuffer(self.instance.encode(), dtype=np.uint8),
             "strings": np.frombuffer(SEP.join(strings).encode(), dtype=np.uint8),
             "order": self.strings.order,
-            "o_id": np.frombuffer(SEP.join(ids).encode(), dtype=np.uint8),
+            **ids,
             "o_row": self.orders.row,
             "c_row": self.customers.row,
             "l_row": self.lines.row,
@@ -311,7 +323,12 @@ class Snapshot:
                     return False
                 strings = bytes(data["strings"]).decode().split(SEP) if len(data["strings"]) else []
                 order = data["order"]
-                ids = bytes(data["o_id"]).decode().split(SEP) if len(data["o_id"]) else []
+                if "o_id_fixed" in data.files:  # ASCII ids, fixed width: no Python string per id
+                    ids = data["o_id_fixed"].astype(StringDType())
+                else:
+                    ids = np.asarray(
+                        bytes(data["o_id"]).decode().split(SEP) if len(data["o_id"]) else [], dtype=StringDType()
+                    )
                 orders = {k.split(":", 1)[1]: data[k] for k in data.files if k.startswith("o:")}
                 customers = {k.split(":", 1)[1]: data[k] for k in data.files if k.startswith("c:")}
                 lines = {k.split(":", 1)[1]: data[k] for k in data.files if k.startswith("l:")}
@@ -321,7 +338,7 @@ class Snapshot:
             self._reset()
             self.strings = Interner(strings, order)
             if len(o_row):
-                orders["o_id"] = np.asarray(ids, dtype=StringDType())
+                orders["o_id"] = ids
             self.orders = _Columns(o_row, orders)
             self.customers = _Columns(c_row, customers)
             self.lines = _Columns(l_row, lines)
@@ -330,6 +347,23 @@ class Snapshot:
         except (OSError, ValueError, KeyError) as exc:
             log.warning("snapshot cache unreadable (%s); rebuilding from the store", type(exc).__name__)
             return False
+
+
+def _ids_array(o_id: npt.NDArray[Any]) -> dict[str, npt.NDArray[Any]]:
+    """Order ids for the cache: fixed-width ASCII bytes when short (loads without decoding each id),
+    else one separated UTF-8 buffer; none (the cache is not written) if an id holds the separator."""
+    width = int(np.strings.str_len(o_id).max()) if len(o_id) else 0
+    if 0 < width <= FIXED_ID_WIDTH:
+        try:
+            fixed = o_id.astype(f"S{width}")
+            if bool((fixed.astype(StringDType()) == o_id).all()):  # NUL bytes would not survive
+                return {"o_id_fixed": fixed}
+        except UnicodeEncodeError:
+            pass
+    ids = o_id.tolist()
+    if any(SEP in s for s in ids):
+        return {}
+    return {"o_id": np.frombuffer(SEP.join(ids).encode(), dtype=np.uint8)}
 
 
 def default_cache_path(url: str) -> Path | None:
