@@ -15,7 +15,7 @@ from celery import Task
 from connectors.redact import install_log_redaction
 from worker.celery_app import app
 from worker.context import context
-from worker.cycle import pull, recompute, sync_mapping, utc_now
+from worker.cycle import PullResult, pull, recompute, sync_mapping, utc_now
 from worker.locks import RedisLock
 
 log = logging.getLogger(__name__)
@@ -57,21 +57,25 @@ def _under_cycle_lock(task: Task, kind: str, work: Callable[[RedisLock], dict[st
         lock.release()
 
 
+def _pull(task: Task, lock: RedisLock, reread_hours: float) -> PullResult:
+    ctx = context()
+    return pull(
+        ctx.store,
+        ctx.config,
+        ctx.settings,
+        ctx.runtime,
+        task_id=task.request.id,
+        reread_hours=reread_hours,
+        progress=lambda _: _renew(lock),
+    )
+
+
 @app.task(name="audience_sync.pull", bind=True, acks_late=True)
 def pull_task(self: Task, reread_hours: float = 0.0) -> dict[str, Any]:
     """Incremental pull from the store API (upserts by id: safe to run twice)."""
-    ctx = context()
 
     def work(lock: RedisLock) -> dict[str, Any]:
-        result = pull(
-            ctx.store,
-            ctx.config,
-            ctx.settings,
-            ctx.runtime,
-            task_id=self.request.id,
-            reread_hours=reread_hours,
-            progress=lambda _: _renew(lock),
-        )
+        result = _pull(self, lock, reread_hours)
         return {"status": result.status, **result.counts()}
 
     return _under_cycle_lock(self, "pull", work)
@@ -95,15 +99,7 @@ def cycle_task(self: Task, reread_hours: float = 0.0) -> dict[str, Any]:
     ctx = context()
 
     def work(lock: RedisLock) -> dict[str, Any]:
-        pulled = pull(
-            ctx.store,
-            ctx.config,
-            ctx.settings,
-            ctx.runtime,
-            task_id=self.request.id,
-            reread_hours=reread_hours,
-            progress=lambda _: _renew(lock),
-        )
+        pulled = _pull(self, lock, reread_hours)
         lock.renew()
         recomputed = recompute(ctx.store, ctx.config, utc_now(), task_id=self.request.id)
         return {"pull": pulled.status, "segments": recomputed.sizes}
