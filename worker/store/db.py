@@ -15,6 +15,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
 from connectors.records import Consent, Member
+from worker.segments.frames import CUSTOMER_COLUMNS, LINE_COLUMNS, ORDER_COLUMNS
 from worker.store import schema
 from worker.store.migrations import migrate
 
@@ -167,40 +168,19 @@ class Store:
             return pd.DataFrame(result.fetchall(), columns=columns)
 
     def orders_frame(self) -> pd.DataFrame:
-        cols = [
-            "order_id",
-            "customer_id",
-            "email",
-            "created_at",
-            "total",
-            "currency",
-            "cancelled",
-            "test",
-            "has_discount",
-            "channel",
-            "accepts_marketing",
-        ]
+        cols = [*ORDER_COLUMNS, "accepts_marketing"]
         frame = self._frame(schema.orders, cols)
         frame["created_at"] = pd.to_datetime(frame["created_at"], utc=True)
         return frame
 
     def customers_frame(self) -> pd.DataFrame:
-        cols = [
-            "customer_id",
-            "email",
-            "phone",
-            "first_name",
-            "last_name",
-            "country",
-            "email_consent",
-            "last_engaged_at",
-        ]
+        cols = list(CUSTOMER_COLUMNS)
         frame = self._frame(schema.customers, cols)
         frame["last_engaged_at"] = pd.to_datetime(frame["last_engaged_at"], utc=True)
         return frame
 
     def lines_frame(self) -> pd.DataFrame:
-        return self._frame(schema.order_lines, ["order_id", "product_id", "sku", "quantity"])
+        return self._frame(schema.order_lines, list(LINE_COLUMNS))
 
     # -- recompute results -------------------------------------------------------------
     def replace_profiles(self, rows: Sequence[Mapping[str, Any]]) -> None:
