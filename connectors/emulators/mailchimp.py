@@ -3,7 +3,7 @@
 Behaves as api-contracts.md §3 documents: Basic auth with the API key as password, problem+json
 errors, 500 members per batch, HTTP 200 with per-member ``errors[]``, 429 without Retry-After past
 10 simultaneous connections, and optionally a bare 403 (no body). Request bodies are validated
-against the OpenAPI description in ``../shared/specs`` when that file is present.
+against the OpenAPI description carried in ``connectors/mailchimp/spec`` (a missing file is an error).
 """
 
 from __future__ import annotations
@@ -11,58 +11,25 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
-import threading
 import uuid
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 from connectors.destinations.mailchimp import MAX_MEMBERS, subscriber_hash
 from connectors.emulators.server import EmulatorServer, Faults, Request, Response
 from connectors.identifiers import normalize_email
+from connectors.specs import OpenApiSchemas
 
-SPEC_PATH = (
-    Path(__file__).resolve().parents[2].parent
-    / "shared/specs/mailchimp/marketing-3.0.55.UNOFFICIAL-openapi-generator.yaml"
-)
-SPEC_URI = "urn:mailchimp:marketing-3.0.55"
-_spec_lock = threading.Lock()
-_spec_cache: dict[str, Any] = {}
+SPEC = OpenApiSchemas("mailchimp", "marketing-3.0.55.UNOFFICIAL-openapi-generator.yaml.gz")
 
 BATCH_SCHEMA = "Members_to_Subscribe_Unsubscribe_to_from_a_List_in_batch"
 SEGMENT_MEMBERS_SCHEMA = "Members_to_add_remove_to_from_a_static_segment"
 SEGMENT_CREATE_SCHEMA = "List_8"
 
 
-def spec_validator(schema_name: str) -> Any | None:
-    """An OAS 3.0 validator for ``#/components/schemas/<name>``, or ``None`` without the spec file."""
-    with _spec_lock:
-        if "registry" not in _spec_cache:
-            if not SPEC_PATH.exists():
-                return None
-            import yaml
-            from referencing import Registry, Resource
-            from referencing.jsonschema import DRAFT4
-
-            with SPEC_PATH.open(encoding="utf-8") as handle:
-                document = yaml.load(handle, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))  # noqa: S506
-            resource = Resource.from_contents(document, default_specification=DRAFT4)
-            _spec_cache["registry"] = Registry().with_resource(SPEC_URI, resource)
-        validators: dict[str, Any] = _spec_cache.setdefault("validators", {})
-        if schema_name not in validators:
-            from openapi_schema_validator import OAS30Validator
-
-            ref = {"$ref": f"{SPEC_URI}#/components/schemas/{schema_name}"}
-            validators[schema_name] = OAS30Validator(ref, registry=_spec_cache["registry"])
-        return validators[schema_name]
-
-
-def spec_errors(schema_name: str, body: Any) -> list[str] | None:
-    """Violations of the named request schema; ``None`` when the spec is unavailable."""
-    validator = spec_validator(schema_name)
-    if validator is None:
-        return None
-    return [f"{'/'.join(map(str, e.path)) or '(body)'}: {e.message}" for e in validator.iter_errors(body)]
+def spec_errors(schema_name: str, body: Any) -> list[str]:
+    """Violations of the named request schema (raises SpecMissing when the description is absent)."""
+    return SPEC.errors(schema_name, body)
 
 
 def problem(status: int, title: str, detail: str, **extra: Any) -> Response:
@@ -99,6 +66,8 @@ class MailchimpEmulator(EmulatorServer):
         self.auto_create = auto_create
         self.max_connections = max_connections
         self.validate = validate
+        if validate:
+            SPEC.validator(BATCH_SCHEMA)  # fails loudly, now, when the description is missing
         #: list id -> lower-cased email -> status
         self.lists: dict[str, dict[str, str]] = {}
         #: list id -> segment id -> (name, member emails)

@@ -18,7 +18,6 @@ from __future__ import annotations
 import base64
 import binascii
 import bisect
-import gzip
 import json
 import logging
 import re
@@ -27,7 +26,6 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 from graphql import (
@@ -49,30 +47,28 @@ from graphql.utilities import value_from_ast_untyped
 
 from connectors.emulators.server import EmulatorServer, Faults, Request, Response
 from connectors.emulators.synthetic import Node, SyntheticStore
+from connectors.specs import spec_bytes
 
 log = logging.getLogger(__name__)
 
 DEFAULT_TOKEN = "shpat_emulator_local_token_0001"  # noqa: S105 - a fixed fake for local runs
-DEFAULT_SCHEMA_PATH = Path(__file__).resolve().parents[3] / "shared" / "specs" / "shopify" / "admin_2026-04.json.gz"
+SCHEMA_FILE = "admin_2026-04.json.gz"
 INVALID_TOKEN_BODY = {"errors": "[API] Invalid API key or access token (unrecognized login or wrong password)"}
 MAX_FIRST = 250
 JSONObj = dict[str, Any]
 
-_SCHEMAS: dict[Path, GraphQLSchema] = {}
+_SCHEMAS: dict[str, GraphQLSchema] = {}
 _SCHEMA_LOCK = threading.Lock()
 
 
-def load_schema(path: Path) -> GraphQLSchema:
-    """Build (once per process: it takes over a second) the schema from an introspection file."""
-    path = path.resolve()
+def load_schema(name: str = SCHEMA_FILE) -> GraphQLSchema:
+    """Build (once per process: it takes over a second) the schema from the carried introspection file."""
     with _SCHEMA_LOCK:
-        if path not in _SCHEMAS:
-            opener = gzip.open if path.suffix == ".gz" else open
-            with opener(path, "rt") as fh:
-                data = json.load(fh)
+        if name not in _SCHEMAS:
+            data = json.loads(spec_bytes("shopify", name))
             # Shopify deprecates fields implementing non-deprecated interface fields: assume_valid
-            _SCHEMAS[path] = build_client_schema(data.get("data", data), assume_valid=True)
-        return _SCHEMAS[path]
+            _SCHEMAS[name] = build_client_schema(data.get("data", data), assume_valid=True)
+        return _SCHEMAS[name]
 
 
 class QueryError(Exception):
@@ -169,7 +165,7 @@ class ShopifyEmulator(EmulatorServer):
         *,
         token: str = DEFAULT_TOKEN,
         faults: Faults | None = None,
-        schema_path: Path | None = DEFAULT_SCHEMA_PATH,
+        validate: bool = True,
         bucket_size: float = 2000.0,
         restore_rate: float = 100.0,
         max_query_cost: int = 1000,
@@ -186,11 +182,8 @@ class ShopifyEmulator(EmulatorServer):
         self.clock = clock
         self.available = bucket_size
         self._stamp = clock()
-        self.schema: GraphQLSchema | None = None
-        if schema_path is not None and schema_path.exists():
-            self.schema = load_schema(schema_path)
-        elif schema_path is not None:
-            log.warning("Shopify schema %s not found: queries are not validated", schema_path)
+        #: every query is validated against the carried 2026-04 schema (a missing file raises SpecMissing)
+        self.schema: GraphQLSchema | None = load_schema() if validate else None
         self._parsed: dict[str, Parsed] = {}
         self._sorted: dict[tuple[str, str], tuple[int, list[tuple[Any, int]], list[Node]]] = {}
         #: every distinct query text received, for contract tests
