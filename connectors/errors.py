@@ -59,3 +59,8 @@ class LongPauseError(RateLimitedError):
 
 class RejectedMember(Exception):
     """One member the destination refused; recorded with its reason, never retried forever."""
+
+
+class ContractViolation(Exception):
+    """A connector broke the contract the engine relies on (e.g. answered for an identity it was not
+    sent). A bug, not a fault of the remote API: the run fails loudly instead of recording it."""

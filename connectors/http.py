@@ -8,6 +8,7 @@ retries, rate limiting, redaction and statistics, lives here.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 from collections.abc import Mapping
 from typing import Any, ClassVar
@@ -103,6 +104,8 @@ class HttpConnector:
         self.concurrency: ConcurrencyLimiter = concurrency or Unlimited()
         self.stats = RetryStats()
         self.requests = 0
+        #: findings about answers that were not valid UTF-8 (the source turns them into problems)
+        self.encoding_problems: list[str] = []
 
     def close(self) -> None:
         self.client.close()
@@ -151,15 +154,34 @@ class HttpConnector:
             log.warning("%s %s %s failed: %s", self.name, method, redact(path), exc.message)
             raise
 
-    @staticmethod
-    def json_body(response: httpx.Response) -> JSON:
-        """Parse a JSON object body; a malformed body is a transient fault (proxies truncate)."""
+    def send_json_once(self, method: str, path: str, **kwargs: Any) -> JSON:
+        """One attempt, no retry: for calls that are not idempotent (a create), whose caller looks
+        before it tries again."""
+        return self.json_body(self.send_once(method, path, **kwargs))
+
+    def json_body(self, response: httpx.Response) -> JSON:
+        """Parse a JSON object body; a torn or malformed body is a transient fault (proxies truncate).
+
+        Bytes that are not UTF-8 are a different thing, reported as what they are: the body is
+        decoded with U+FFFD in their place and the finding is kept in ``encoding_problems``.
+        """
+        raw = response.content
         try:
-            body = response.json()
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            text = raw.decode("utf-8", "replace")
+            finding = (
+                f"the answer held bytes that are not UTF-8 (first at byte {exc.start} of {len(raw)}); "
+                "they were replaced with U+FFFD"
+            )
+            if finding not in self.encoding_problems:
+                self.encoding_problems.append(finding)
+        try:
+            body = json.loads(text)
         except ValueError:
-            raise RetryableError(f"malformed response body (HTTP {response.status_code})") from None
+            raise RetryableError(f"malformed response body: not JSON (HTTP {response.status_code})") from None
         if not isinstance(body, dict):
-            raise RetryableError(f"unexpected response shape (HTTP {response.status_code})")
+            raise RetryableError(f"unexpected response shape: not a JSON object (HTTP {response.status_code})")
         return body
 
 

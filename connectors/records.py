@@ -7,10 +7,13 @@ happen in one place (``worker.ingest``) so the CSV path and every connector agre
 
 from __future__ import annotations
 
+import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 from enum import StrEnum
+from typing import Any
 
 
 class Consent(StrEnum):
@@ -99,3 +102,28 @@ class Member:
     last_name: str | None = None
     country: str | None = None
     email_consent: Consent = Consent.UNKNOWN
+
+
+PROFILE_FIELDS = ("email", "phone", "first_name", "last_name", "country", "email_consent")
+
+
+def _present(value: Any) -> str | None:
+    """A stored identifier, or None for missing, empty and NaN (pandas' missing value is truthy)."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return None
+    text = str(value)
+    return text or None
+
+
+def member_from_profile(key: str, row: Mapping[str, Any]) -> Member:
+    """The one way a stored or computed profile becomes a :class:`Member` (sync, dry run, preview)."""
+    consent = _present(row.get("email_consent"))
+    return Member(
+        key=key,
+        email=_present(row.get("email")),
+        phone=_present(row.get("phone")),
+        first_name=_present(row.get("first_name")),
+        last_name=_present(row.get("last_name")),
+        country=_present(row.get("country")),
+        email_consent=Consent(consent) if consent is not None and consent in Consent.__members__ else Consent.UNKNOWN,
+    )

@@ -62,7 +62,7 @@ def make_settings(**overrides: object) -> Settings:
 
 # -- privacy: no email address or secret in any log line of the whole test run --------------------
 
-KNOWN_SECRETS = ("shpat_emulator_local_token_0001", "s3cret")
+KNOWN_SECRETS = ("shpat_emulator_local_token_0001", "s3cret", "api-test-token-0123456789abcdefghijkl", "t" * 40)
 
 
 class _LogCollector(logging.Handler):

@@ -28,7 +28,7 @@ def test_run_resync_and_status_on_the_embedded_defaults(tmp_path: Path, redis_ur
     assert ran.returncode == 0, ran.stderr
     assert "cycle finished" in ran.stdout and "newsletter-mailchimp" in ran.stdout
     assert (tmp_path / "var" / "audience-sync.sqlite3").exists()
-    assert (tmp_path / "var" / "audiences" / "buyers.jsonl").exists()
+    assert (tmp_path / "var" / "audiences" / "buyers.csv").exists()
 
     inline = cli("resync", "buyers-file", "--inline", "--full", cwd=tmp_path, env=small)
     assert inline.returncode == 0, inline.stderr
@@ -76,7 +76,8 @@ def test_hash_prints_the_match_key_and_its_sha256(
 ) -> None:
     import hashlib
 
-    result = cli("hash", "--platform", platform, "--kind", kind, cwd=tmp_path, stdin=f"{given}\nnot valid\n")
-    first, second = result.stdout.splitlines()
+    result = cli("hash", "--platform", platform, "--kind", kind, cwd=tmp_path, stdin=f"{given}\n\nnot valid\n")
+    first, blank, bad = result.stdout.splitlines()  # one output line per input line, blank lines included
     assert first == f"{normalized}\t{hashlib.sha256(normalized.encode()).hexdigest()}"
-    assert second == "invalid\t-"
+    assert blank == "invalid\t-\tempty line"
+    assert bad.startswith("invalid\t-\tnot a valid ")

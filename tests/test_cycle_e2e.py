@@ -46,7 +46,7 @@ def test_a_cycle_lands_exactly_the_eligible_segment_members(database_url: str, t
         assert problems[shop.malformed_ids["unknown_currency"]] == "unknown currency 'XXX'"
         assert "amount" in problems[shop.malformed_ids["non_numeric_amount"]]
         assert problems[shop.malformed_ids["invalid_email"]].startswith("warning: invalid email ignored")
-        pull_row = next(r for r in status_rows(settings) if r["step"] == "pull")
+        pull_row = next(r for r in status_rows(settings)["steps"] if r["step"] == "pull")
         assert (pull_row["outcome"], pull_row["bad_records"]) == ("partial", 3)
 
         # each audience holds exactly the segment's eligible members: files, Mailchimp, Meta
@@ -81,22 +81,52 @@ def test_a_cycle_lands_exactly_the_eligible_segment_members(database_url: str, t
         assert name in shown
 
 
-def test_demo_then_status_from_the_command_line(tmp_path: Path) -> None:
-    env = {**os.environ, "AUDIENCE_SYNC_DATABASE_URL": f"sqlite:///{tmp_path / 'demo' / 'demo.sqlite3'}"}
-    cli = [sys.executable, "-m", "worker.cli"]
+def test_the_demo_ends_at_the_real_now_and_every_command_it_prints_works_as_printed(tmp_path: Path) -> None:
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    env.pop("AUDIENCE_SYNC_DATABASE_URL", None)
     demo = subprocess.run(
-        [*cli, "demo", "--customers", "300", "--workdir", str(tmp_path / "demo")],
+        [sys.executable, "-m", "worker.cli", "demo", "--customers", "300", "--workdir", "demo"],
+        cwd=tmp_path,
         capture_output=True,
         text=True,
         env=env,
-        timeout=240,
+        timeout=300,
         check=False,
     )
     assert demo.returncode == 0, demo.stderr
-    assert "== cycle 1: initial sync" in demo.stdout and "30 days later" in demo.stdout
-    status = subprocess.run([*cli, "status"], capture_output=True, text=True, env=env, timeout=60, check=True)
-    lines = status.stdout.splitlines()
-    assert lines[0].split()[:4] == ["step", "mapping", "finished", "(UTC)"]
-    for mapping in ("engaged-30d-file", "lapsed-60-180-file", "lapsed-180-plus-file", "buyers-file"):
-        row = next(line for line in lines if mapping in line)
-        assert row.split()[3] == "ok"
+    out = demo.stdout
+    assert "== cycle 1: initial sync" in out and "30 days ago" in out
+    assert f"== today ({datetime.now(UTC).date()})" in out
+    # the counts reconcile: what was new, changed and only re-read in the overlap window
+    assert "re-read unchanged in the overlap window" in out
+    tried = out.split("Try next", 1)[1].splitlines()[1:]
+    commands = [line.strip() for line in tried if line.startswith("  ")]
+    assert commands[0] == "cd demo" and any(" erase " in c for c in commands)
+
+    outputs: dict[str, str] = {}
+    here = tmp_path
+    for command in commands:
+        if command.startswith("cd "):
+            here = here / command.removeprefix("cd ")
+            continue
+        ran = subprocess.run(command, shell=True, cwd=here, capture_output=True, text=True, env=env, timeout=300)
+        assert ran.returncode == 0, f"{command}: {ran.stdout}{ran.stderr}"
+        outputs[command.split(" ", 2)[1] + (" --history" if "--history" in command else "")] = ran.stdout
+
+    # status right after the demo shows the demo's runs, with the column names of the demo's table
+    status = outputs["status"]
+    assert "no runs yet" not in status
+    assert status.splitlines()[0].split()[:2] == ["step", "finished"]
+    assert "eligible" in status and "newsletter-mailchimp" in status
+    assert "run #" in outputs["status --history"] or "newsletter-mailchimp" in outputs["status --history"]
+    # nothing happened between the demo's last cycle and these commands: no phantom changes
+    preview = outputs["preview"]
+    changes = [line.split()[2] for line in preview.splitlines() if line.startswith(("engaged_30d ", "buyers "))]
+    assert changes and all(c in ("+0", "0") for c in changes), preview
+    table = outputs["run"].split("mapping", 1)[1].splitlines()[1:]
+    moved = [row.split() for row in table if row.strip() and not row.startswith(" ")]
+    names = set(load_config(None).mappings)
+    moved = [row for row in moved if row and row[0] in names]
+    assert len(moved) == len(names) and all(row[4] == "0" and row[5] == "0" for row in moved), outputs["run"]
+    erased = outputs["erase"]
+    assert "was a member" in erased and "erasure complete" in erased

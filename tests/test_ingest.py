@@ -34,7 +34,7 @@ def test_each_bad_order_is_refused_with_its_reason_and_the_rest_are_kept() -> No
             order("bad-email", email="not-an-email"),
             order("negative", total=Decimal("-5")),
             order("currency", currency="XXX"),
-            order("ok"),
+            order("ok", total=Decimal("12")),
             order("registered-bad-email", customer_id="c1", email="nope@"),
         ]
     )
@@ -44,9 +44,12 @@ def test_each_bad_order_is_refused_with_its_reason_and_the_rest_are_kept() -> No
         "bad-email": "guest order without a valid email",
         "negative": "negative total",
         "currency": "unknown currency 'XXX'",
-        "ok": "duplicate order id in the same batch",
     }
-    assert result.warnings == [("registered-bad-email", "invalid email ignored; order kept for its customer")]
+    assert result.orders[0]["total"] == 12.0  # the later copy of a duplicate wins, as the README says
+    assert result.warnings == [
+        ("ok", "duplicate id in the same batch: kept the latest copy (newest updatedAt, then the later one)"),
+        ("registered-bad-email", "invalid email ignored; order kept for its customer"),
+    ]
     assert result.orders[1]["email"] is None
 
 

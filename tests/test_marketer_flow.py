@@ -126,7 +126,7 @@ def test_add_preview_map_and_sync_a_segment_from_the_config_file(sqlite_url: str
             eligible = {
                 m.email for m in store.members(expected).values() if m.email and m.email_consent == "SUBSCRIBED"
             }
-            assert eligible and result.desired == target["eligible"] == len(eligible)
+            assert eligible and result.eligible == target["eligible"] == len(eligible)
             assert read_audience(audience_path(audiences, "big_spenders_90d")) == eligible
             assert config.mappings["big-spenders-90d-file"].segment == "big_spenders_90d"
     finally:

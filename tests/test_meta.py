@@ -263,15 +263,9 @@ def test_blocked_and_unknown_audiences_need_attention(destination: MetaDestinati
         destination.add("999", [person(1)], DEFAULT)
 
 
-def test_additive_mode_never_removes(destination: MetaDestination, emulator: MetaEmulator) -> None:
-    additive = MetaOptions(additive=True)
-    added = destination.add(AUDIENCE, [person(1), person(2)], additive).accepted
-    result = destination.remove(AUDIENCE, added, additive)
-    assert result.accepted == added
-    destination.replace(AUDIENCE, [[person(3)]], additive)
-    assert not [r for r in emulator.log if r.method == "DELETE" or r.path.endswith("usersreplace")]
-    assert len(emulator.audience(AUDIENCE)) == 3
-    assert destination.stats()["removes_skipped_additive"] == 2
+def test_additive_option_tells_the_engine_not_to_remove(destination: MetaDestination) -> None:
+    assert destination.removes_members(MetaOptions(additive=True)) is False
+    assert destination.removes_members(DEFAULT) is True
 
 
 def test_a_refused_removal_is_permanent_and_suggests_additive(

@@ -119,7 +119,7 @@ def test_changes_only_warm_cold_and_foreign_writes(database_url: str, monkeypatc
     assert len(calls) == 2
 
     # erasure deletes rows and reloads the snapshot (new dictionary): cold again, still exact
-    store.erase_person("user4@example.com", "0" * 64)
+    store.request_erasure("user4@example.com", mappings=[], origin="test")
     changes, kept = _step(store, snap, kept)
     assert len(calls) == 3
     store.dispose()

@@ -61,7 +61,7 @@ def test_refresh_is_incremental_and_follows_refunds_and_erasure(database_url: st
     # the cache was written after the full load: o1's new version, o3 and o4 are read, o2 is not
     assert not fresh.stats["full"] and fresh.stats["changed_rows"] == 3
 
-    store.erase_person("bob@example.com", "0" * 64)  # deletions: every snapshot reloads
+    store.request_erasure("bob@example.com", mappings=[], origin="test")  # deletions: every snapshot reloads
     result = _agree(store, snap)
     assert snap.stats["full"] and "bob@example.com" not in set(result["buyers"])
     store.dispose()

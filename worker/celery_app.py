@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
 
-from celery import Celery
+from celery import Celery, signals
 
 from worker.settings import Settings, get_settings
 
@@ -49,3 +50,23 @@ def make_celery(settings: Settings) -> Celery:
 
 
 app = make_celery(get_settings())
+_heartbeats: list[Any] = []
+
+
+@signals.worker_ready.connect
+def _start_heartbeat(sender: Any = None, **_: Any) -> None:
+    """Say we are alive, so a resync request can tell "queued" from "queued, but nobody listens"."""
+    import redis
+
+    from worker.queue import Heartbeat
+
+    settings = get_settings()
+    beat = Heartbeat(redis.Redis.from_url(settings.redis_url), settings.key_prefix, settings.queue, sender.hostname)
+    beat.start()
+    _heartbeats.append(beat)
+
+
+@signals.worker_shutdown.connect
+def _stop_heartbeat(**_: Any) -> None:
+    for beat in _heartbeats:
+        beat.stop()

@@ -68,7 +68,7 @@ def run(full: bool, now_text: str | None) -> None:
 @click.option("--full", is_flag=True, help="Full replace instead of a diff.")
 @click.option("--inline", is_flag=True, help="Run here and now instead of enqueueing for a worker.")
 def resync(mapping: str, full: bool, inline: bool) -> None:
-    """Resync one MAPPING: enqueue it for the workers (or run it --inline)."""
+    """Resync one MAPPING: ask the workers for it (or run it --inline)."""
     settings = get_settings()
     try:
         from worker.runner import load_app_config
@@ -83,23 +83,44 @@ def resync(mapping: str, full: bool, inline: bool) -> None:
 
         result = sync_inline(settings, mapping, full=full, echo=click.echo)
         sys.exit(0 if result.status in ("ok", "partial") else 1)
-    from worker.tasks import sync_mapping_task
+    from worker.queue import BrokerUnavailable, request_sync
+    from worker.store import open_store
 
-    sent = sync_mapping_task.apply_async(args=[mapping], kwargs={"full": full})
-    click.echo(f"queued {'full replace' if full else 'resync'} of {mapping} (task {sent.id})")
+    store = open_store(settings.database_url)
+    try:
+        queued = request_sync(store, settings, mapping, full=full, reason="full replace" if full else "resync")
+    except BrokerUnavailable as exc:
+        _fail(f"{exc}; or run it here with `audience-sync resync {mapping}{' --full' if full else ''} --inline`")
+        return
+    finally:
+        store.dispose()
+    click.echo(queued.describe(settings.queue))
 
 
 @main.command()
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def status(as_json: bool) -> None:
-    """Last run of each mapping and step: when, adds, removes, rejected, outcome."""
-    from worker.status import render_status, status_rows
+@click.option("--history", "history", is_flag=True, help="Earlier runs, newest first (of MAPPING, if given).")
+@click.option("--limit", default=20, show_default=True, help="Runs listed with --history.")
+@click.argument("mapping", required=False)
+def status(as_json: bool, history: bool, limit: int, mapping: str | None) -> None:
+    """Last run of each step and mapping, each mapping's last problem, erasures; --history for earlier runs."""
+    from worker.status import history_rows, render_history, render_status, status_rows
 
-    rows = status_rows(get_settings())
+    settings = get_settings()
+    if mapping is not None and not history:
+        _fail("name a MAPPING together with --history (status shows every mapping)")
+    if history:
+        rows = history_rows(settings, mapping, limit)
+        click.echo(json.dumps(rows, indent=2, default=str) if as_json else render_history(rows))
+        return
+    report = status_rows(settings)
     if as_json:
-        click.echo(json.dumps(rows, indent=2, default=str))
+        click.echo(json.dumps(report, indent=2, default=str))
     else:
-        click.echo(render_status(rows))
+        hint = ""
+        if Path("var/demo/.env").exists() and not Path(".env").exists():
+            hint = "\n(the demo's runs are in var/demo: `cd var/demo` and run `status` there)"
+        click.echo(render_status(report, empty_hint=hint))
 
 
 @main.command()
@@ -168,27 +189,37 @@ def demo(customers: int, workdir: Path) -> None:
 @click.option("--kind", type=click.Choice(["email", "phone"]), required=True)
 @click.option("--region", default=None, help="Default region for phones without a country code.")
 def hash_cmd(platform: str, kind: str, region: str | None) -> None:
-    """Read values on stdin; print each one's normalized form and SHA-256, tab-separated."""
+    """Read values on stdin; print each one's normalized form and SHA-256, tab-separated, one line per line.
+
+    An unusable line prints ``invalid``, a dash and the reason, so the output lines up with the input."""
     from connectors.identifiers import match_key
 
     default_region = region or get_settings().default_phone_region
     for line in sys.stdin:
         value = line.rstrip("\n")
         if not value.strip():
+            click.echo("invalid\t-\tempty line")
             continue
         key = match_key(value, kind=kind, platform=platform, default_region=default_region)  # type: ignore[arg-type]
-        click.echo("invalid\t-" if key is None else f"{key[0]}\t{key[1]}")
+        if key is None:
+            why = (
+                "not a valid email address"
+                if kind == "email"
+                else f"not a valid phone number (region {default_region})"
+            )
+            click.echo(f"invalid\t-\t{why}")
+        else:
+            click.echo(f"{key[0]}\t{key[1]}")
 
 
 @main.command()
 @click.argument("email")
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
 def erase(email: str, yes: bool) -> None:
-    """Erase a person (by EMAIL) from the store and from every destination; keeps an audit row."""
+    """Erase a person (by EMAIL) from the store and every destination; the audit keeps only a hash."""
     from connectors.redact import mask_email
     from worker.cycle import utc_now
-    from worker.erasure import ErasureError
-    from worker.erasure import erase as erase_person
+    from worker.erasure import ErasureError, erase_now
     from worker.factory import make_runtime
     from worker.runner import prepared
     from worker.store import open_store
@@ -201,19 +232,49 @@ def erase(email: str, yes: bool) -> None:
         with prepared(settings, now) as (config, resolved):
             store = open_store(resolved.database_url)
             try:
-                report = erase_person(store, config, resolved, make_runtime(resolved), email, now)
+                report = erase_now(store, config, resolved, make_runtime(resolved), email, now)
             finally:
                 store.dispose()
     except (ErasureError, ConfigFileError) as exc:
         _fail(str(exc))
         return
-    click.echo(
-        f"erasure #{report.erasure_id}: {report.orders_deleted} orders and {report.customer_records} "
-        "customer records deleted"
-    )
-    for name, outcome in report.destinations.items():
-        click.echo(f"  {name}: {'removed' if outcome['removed'] else 'NOT YET REMOVED'} ({outcome['outcome']})")
+    from worker.erasure_report import render_erasure
+
+    click.echo(render_erasure(report))
     sys.exit(0 if report.complete else 1)
+
+
+@main.command("export-customer")
+@click.argument("email")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="Write to this file (owner-only).")
+def export_customer_cmd(email: str, out: Path | None) -> None:
+    """What we hold about a person (answers Shopify's customers/data_request): records, orders,
+    segments and destinations, as JSON."""
+    import os
+
+    from worker.erasure import ErasureError, export_customer
+    from worker.store import open_store
+
+    store = open_store(get_settings().database_url)
+    try:
+        data = export_customer(store, email)
+    except ErasureError as exc:
+        _fail(str(exc))
+        return
+    finally:
+        store.dispose()
+    text = json.dumps(data, indent=2)
+    if out is None:
+        click.echo(text)
+        return
+    fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(text + "\n")
+    click.echo(
+        f"wrote {out}: {len(data['orders'])} orders, {len(data['segments'])} segments, "
+        f"{len(data['destinations'])} destinations",
+        err=True,
+    )
 
 
 @main.command()
@@ -223,9 +284,18 @@ def api(host: str, port: int) -> None:
     """Serve the control API and dashboard."""
     import uvicorn
 
-    from worker.api import create_app
+    from worker.api import TokenError, create_app
+    from worker.logsetup import uvicorn_log_config
 
-    uvicorn.run(create_app(get_settings()), host=host, port=port, log_level="info")
+    try:
+        app = create_app(get_settings())
+    except TokenError as exc:
+        _fail(str(exc))
+        return
+    except ConfigFileError as exc:
+        _fail(str(exc))
+        return
+    uvicorn.run(app, host=host, port=port, log_config=uvicorn_log_config())
 
 
 def settings_summary(settings: Settings) -> dict[str, Any]:

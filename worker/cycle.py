@@ -5,66 +5,39 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import pandas as pd
+from sqlalchemy.exc import SQLAlchemyError
 
 from connectors.destinations.base import Destination
-from connectors.errors import ConfigError, ConnectorError
-from connectors.identifiers import sha256_hex
-from connectors.records import Consent
+from connectors.records import PROFILE_FIELDS, Consent
 from connectors.runtime import Runtime
 from worker.config import AppConfig
-from worker.factory import build_destination, build_source
-from worker.ingest import Validated, validate_customers, validate_orders
+from worker.factory import build_destination
+from worker.locks import LockLost
+from worker.pull import PullResult, describe_error, pull, suppress, utc_now
 from worker.segments import segment_masks, table_from_facts
 from worker.settings import Settings
-from worker.store import Store
+from worker.store import FenceLost, Store, utcnow
 from worker.store.persist import persist
 from worker.store.snapshot import snapshot_for
 from worker.sync import MappingSync, Progress, SyncResult
 
 log = logging.getLogger(__name__)
-Clock = Callable[[], datetime]
 
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)
-
-
-@dataclass
-class PullResult:
-    status: str = "ok"
-    customers: int = 0
-    orders: int = 0
-    rejected: int = 0
-    warnings: int = 0
-    pages: int = 0
-    #: records of erased people, dropped on arrival
-    suppressed: int = 0
-    #: customers whose last email open/click moved forward
-    engagement: int = 0
-    seconds: float = 0.0
-    error: str | None = None
-    run_id: int | None = None
-    source_stats: dict[str, Any] = field(default_factory=dict)
-
-    def counts(self) -> dict[str, Any]:
-        return {
-            "customers": self.customers,
-            "orders": self.orders,
-            "pulled": self.customers + self.orders,
-            "bad_records": self.rejected,
-            "warnings": self.warnings,
-            "pages": self.pages,
-            "suppressed": self.suppressed,
-            "engagement": self.engagement,
-            "seconds": round(self.seconds, 3),
-            **{f"source_{k}": v for k, v in self.source_stats.items()},
-        }
+__all__ = [
+    "PullResult",
+    "RecomputeResult",
+    "profile_rows",
+    "pull",
+    "recompute",
+    "suppress",
+    "sync_mapping",
+    "utc_now",
+]
 
 
 @dataclass
@@ -76,91 +49,9 @@ class RecomputeResult:
     run_id: int | None = None
 
 
-def suppress(checked: Validated, hashes: set[str], ids: set[str]) -> int:
-    """Drop rows of erased people (by email hash or customer id); returns how many."""
-
-    def erased(row: dict[str, Any]) -> bool:
-        email = row.get("email")
-        return row.get("customer_id") in ids or (email is not None and sha256_hex(email) in hashes)
-
-    before = len(checked.customers) + len(checked.orders)
-    checked.customers = [r for r in checked.customers if not erased(r)]
-    kept = [r for r in checked.orders if not erased(r)]
-    kept_ids = {r["order_id"] for r in kept}
-    checked.lines = [r for r in checked.lines if r["order_id"] in kept_ids]
-    checked.orders = kept
-    return before - len(checked.customers) - len(checked.orders)
-
-
-def pull(
-    store: Store,
-    config: AppConfig,
-    settings: Settings,
-    runtime: Runtime,
-    *,
-    progress: Progress | None = None,
-    task_id: str | None = None,
-    reread_hours: float = 0.0,
-    now: datetime | None = None,
-) -> PullResult:
-    """Incremental pull of every stream since its watermark (minus the overlap window)."""
-    store.mark_interrupted("pull", None)
-    run_id = store.start_run("pull", None, task_id)
-    result = PullResult(run_id=run_id)
-    started = time.monotonic()
-    source = build_source(config.source, settings, runtime)
-    overlap = timedelta(minutes=settings.overlap_minutes)
-    erased_hashes, erased_ids = store.suppressed()
-    try:
-        for stream in source.streams:
-            watermark = store.get_watermark(source.kind, stream)
-            since = watermark - overlap if watermark else None
-            if since is not None and reread_hours:
-                # the daily reconcile re-reads further back than the overlap: late edits, clock skew
-                since = min(since, (now or utc_now()) - timedelta(hours=reread_hours))
-            for page in source.pull(stream, since):
-                checked = Validated()
-                validate_customers(page.customers, settings.default_phone_region, into=checked)
-                validate_orders(page.orders, into=checked)
-                if erased_hashes or erased_ids:
-                    result.suppressed += suppress(checked, erased_hashes, erased_ids)
-                if checked.customers:
-                    store.upsert_customers(checked.customers)
-                if checked.orders:
-                    store.upsert_orders(checked.orders, checked.lines)
-                problems = [(p.ref, p.reason) for p in page.problems] + checked.rejected
-                store.add_problems(run_id, source.kind, problems + [(r, f"warning: {w}") for r, w in checked.warnings])
-                result.customers += len(checked.customers)
-                result.orders += len(checked.orders)
-                result.rejected += len(problems)
-                result.warnings += len(checked.warnings)
-                result.pages += 1
-                if page.max_updated_at and (watermark is None or page.max_updated_at > watermark):
-                    watermark = page.max_updated_at
-                    store.set_watermark(source.kind, stream, watermark)
-                if progress:
-                    progress({"stream": stream, **result.counts()})
-        if config.engagement:
-            from worker.engagement import pull_engagement
-
-            result.engagement = pull_engagement(store, config, settings, runtime, now or utc_now())
-    except ConfigError as exc:
-        result.status, result.error = "needs_attention", exc.message
-    except ConnectorError as exc:
-        result.status, result.error = "failed", exc.message
-    finally:
-        result.seconds = time.monotonic() - started
-        result.source_stats = source.stats()
-        source.close()
-        if result.status == "ok" and result.rejected:
-            result.status = "partial"
-        store.finish_run(run_id, result.status, result.counts(), result.error)
-    return result
-
-
 def profile_rows(table: pd.DataFrame) -> list[dict[str, Any]]:
     """Who each customer key is, for destinations: identifiers and consent."""
-    frame = table.reindex(columns=["email", "phone", "first_name", "last_name", "country", "email_consent"])
+    frame = table.reindex(columns=list(PROFILE_FIELDS))
     frame = frame.astype(object).where(frame.notna(), None)
     frame["email_consent"] = frame["email_consent"].fillna(Consent.UNKNOWN.value)
     frame.insert(0, "customer_key", frame.index.astype(str))
@@ -182,12 +73,23 @@ def recompute(store: Store, config: AppConfig, now: datetime, *, task_id: str | 
         snap.written = None  # dropped first: a failed write leaves the tables unknown
         changes, snap.written = persist(store, table, masks, written)
     except Exception as exc:
-        store.finish_run(run_id, "failed", {}, f"{type(exc).__name__}: {exc}")
+        _finish_quietly(store, run_id, "failed", {}, describe_error(exc))
         raise
     sizes = {name: c["size"] for name, c in changes.items()}
     seconds = time.monotonic() - started
     store.finish_run(run_id, "ok", {"customers": len(table), "segments": sizes, "seconds": round(seconds, 3)}, None)
     return RecomputeResult(sizes, changes, len(table), seconds, run_id)
+
+
+def _finish_quietly(store: Store, run_id: int, status: str, counts: dict[str, Any], error: str | None) -> None:
+    """Record an outcome when the database may be the thing that failed (then the next run closes it)."""
+    try:
+        store.finish_run(run_id, status, counts, error)
+    except SQLAlchemyError as exc:
+        log.error("could not record run %s as %s: %s", run_id, status, describe_error(exc))
+
+
+_SUMMED = ("added", "removed", "rejected", "erased_removed")
 
 
 def sync_mapping(
@@ -202,13 +104,29 @@ def sync_mapping(
     progress: Progress | None = None,
     task_id: str | None = None,
     destination: Destination | None = None,
+    only_erasures: bool = False,
+    deadline: float | None = None,
+    resume_run: int | None = None,
 ) -> SyncResult:
-    """Push one mapping's diff (or a full replace) and record the run."""
+    """Push one mapping's diff (or a full resync) and record the run.
+
+    A sync owed in the store (a resync or full replace requested, an erasure's removals) is served
+    here whoever asked for it; a full one makes this run full. ``deadline`` cuts the run into
+    checkpointed parts: the result says ``more`` and a continuation resumes the same run row.
+    """
     mapping = config.mapping(name)
     now = now or utc_now()
+    owed = store.sync_request(name)
+    full = full or bool(owed and owed.full)
+    previous = store.run(resume_run) if resume_run is not None else None
+    if previous is not None and previous.status == "running":
+        run_id, started_at = previous.id, previous.started_at
+        full = full or bool(previous.counts.get("full"))
+    else:
+        previous = None
+        store.mark_interrupted("sync", name)
+        run_id, started_at = store.start_run("sync", name, task_id), utcnow()
     paused = store.paused_until(name, now)
-    store.mark_interrupted("sync", name)
-    run_id = store.start_run("sync", name, task_id)
     if paused is not None and not full:
         result = SyncResult(name, status="paused", error=f"paused by the destination until {paused.isoformat()}")
         store.finish_run(run_id, result.status, result.counts(), result.error)
@@ -216,21 +134,40 @@ def sync_mapping(
     dest = destination or build_destination(
         mapping.destination, config.destinations[mapping.destination], settings, runtime
     )
+    base = previous.counts if previous is not None else {}
+
+    def totals(counts: dict[str, Any]) -> dict[str, Any]:
+        return {**counts, **{k: int(base.get(k) or 0) + int(counts.get(k) or 0) for k in _SUMMED}, "full": full}
 
     def report(counts: dict[str, Any]) -> None:
-        store.update_run(run_id, counts)
+        store.update_run(run_id, totals(counts))
         if progress:
             progress(counts)
 
+    engine = MappingSync(
+        store, mapping, dest, config.options[name], run_id=run_id, progress=report, clock=lambda: now, deadline=deadline
+    )
     try:
-        result = MappingSync(
-            store, mapping, dest, config.options[name], run_id=run_id, progress=report, clock=lambda: now
-        ).run(full=full)
+        result = engine.run(
+            full=full, full_since=started_at if previous is not None else None, only_erasures=only_erasures
+        )
     except Exception as exc:
-        store.finish_run(run_id, "failed", {}, f"{type(exc).__name__}: {exc}")
+        # lost the lock or the fence: another worker holds the mapping now; this run was cut short
+        status = "interrupted" if isinstance(exc, LockLost | FenceLost) else "failed"
+        _finish_quietly(store, run_id, status, {"full": full}, describe_error(exc))
         raise
     finally:
         if destination is None:
             dest.close()
+    result.run_id = run_id
+    if result.more:
+        store.update_run(run_id, totals(result.counts()))
+        return result
+    for key in _SUMMED:  # a continuation's row tells the whole run's story
+        setattr(result, key, int(base.get(key) or 0) + getattr(result, key))
     store.finish_run(run_id, result.status, {**result.counts(), "full": full}, result.error)
+    if result.status in ("ok", "partial") and not only_erasures:
+        result.owed_again = store.settle_sync_request(name, started_at)
+    if store.settle_erasures():
+        store.flush_deleted()  # the last rows naming erased people are gone: from the disk too
     return result

@@ -1,9 +1,17 @@
-"""The sandbox demo: a synthetic store, two cycles 30 days apart, a summary a newcomer can read."""
+"""The sandbox demo: a synthetic store, two cycles 30 days apart, a summary a newcomer can read.
+
+The first cycle happens 30 days in the past and the second at the real now, so every command a
+person types afterwards runs at the same clock the demo ended at. The demo's folder holds its
+database, config, sandbox state, audience files and a ``.env`` naming them, so the printed next
+commands (run from that folder) see exactly what the demo left.
+"""
 
 from __future__ import annotations
 
+import os
 import random
 import shutil
+import sys
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -11,7 +19,7 @@ from pathlib import Path
 from connectors.emulators.mailchimp import MailchimpEmulator
 from connectors.emulators.server import Faults
 from connectors.emulators.synthetic import SyntheticStore
-from worker.config import AppConfig, load_config
+from worker.config import DEFAULT_CONFIG, AppConfig, load_config
 from worker.runner import CycleReport, render_cycle, run_cycle
 from worker.sandbox import Sandbox
 from worker.settings import Settings
@@ -19,14 +27,7 @@ from worker.status import render_status, status_rows
 from worker.store import open_store
 
 Echo = Callable[[str], None]
-
-
-def _with_directory(config: AppConfig, directory: Path) -> AppConfig:
-    destinations = {
-        name: dest.model_copy(update={"directory": directory}) if hasattr(dest, "directory") else dest
-        for name, dest in config.destinations.items()
-    }
-    return config.model_copy(update={"destinations": destinations})
+DEMO_DAYS = 30
 
 
 def _segments_line(report: CycleReport) -> str:
@@ -42,18 +43,21 @@ def _make_it_realistic(sandbox: Sandbox, config: AppConfig, shop: SyntheticStore
     mailchimp = sandbox.emulator("mailchimp")
     if isinstance(mailchimp, MailchimpEmulator):
         lists = {m.audience for m in config.mappings.values() if config.destinations[m.destination].type == "mailchimp"}
-        subscribed = sorted(
-            c["defaultEmailAddress"]["emailAddress"]
-            for c in shop.customers
-            if c.get("defaultEmailAddress") and c["defaultEmailAddress"].get("marketingState") == "SUBSCRIBED"
-        )[:3]
         for list_id in lists:
-            for email in subscribed:
+            for email in _subscribers(shop)[:3]:
                 mailchimp.add_member(list_id, email, status="unsubscribed")
         _campaign_activity(mailchimp, sorted(lists)[0] if lists else "sandbox-list", shop)
     echo(
         "  sandbox APIs answer 3% of requests with a 5xx, 3 subscribers unsubscribed at Mailchimp itself,"
         " and last week's newsletter was opened or clicked by a quarter of subscribers"
+    )
+
+
+def _subscribers(shop: SyntheticStore) -> list[str]:
+    return sorted(
+        c["defaultEmailAddress"]["emailAddress"]
+        for c in shop.customers
+        if c.get("defaultEmailAddress") and c["defaultEmailAddress"].get("marketingState") == "SUBSCRIBED"
     )
 
 
@@ -71,50 +75,98 @@ def _campaign_activity(mailchimp: MailchimpEmulator, list_id: str, shop: Synthet
             )
 
 
+def write_demo_files(workdir: Path) -> Settings:
+    """The demo's config (the built-in one, audience files in the demo folder) and its ``.env``."""
+    config = DEFAULT_CONFIG.read_text(encoding="utf-8").replace(
+        'directory = "var/audiences"', 'directory = "audiences"'
+    )
+    (workdir / "config.toml").write_text(config, encoding="utf-8")
+    env = (
+        "# written by `audience-sync demo`: commands run from this folder use the demo's state\n"
+        "AUDIENCE_SYNC_DATABASE_URL=sqlite:///demo.sqlite3\n"
+        "AUDIENCE_SYNC_CONFIG=config.toml\n"
+        "AUDIENCE_SYNC_SANDBOX_DIR=sandbox\n"
+    )
+    (workdir / ".env").write_text(env, encoding="utf-8")
+    return Settings(
+        _env_file=None,
+        database_url=f"sqlite:///{workdir / 'demo.sqlite3'}",
+        config=workdir / "config.toml",
+        sandbox_dir=workdir / "sandbox",
+    )
+
+
+def _in_folder(config: AppConfig, workdir: Path) -> AppConfig:
+    """The config's relative folders (audience files) taken from the demo's folder, whatever the cwd."""
+    destinations = {}
+    for name, dest in config.destinations.items():
+        folder = getattr(dest, "directory", None)
+        if isinstance(folder, Path) and not folder.is_absolute():
+            dest = dest.model_copy(update={"directory": workdir / folder})
+        destinations[name] = dest
+    return config.model_copy(update={"destinations": destinations})
+
+
+def next_commands(workdir: Path, erasable: str | None) -> list[str]:
+    """What to try next, each line exactly as it runs (a test runs them)."""
+    here = Path.cwd()
+    folder = os.path.relpath(workdir, here)
+    program = os.path.relpath(Path(sys.executable).parent / "audience-sync", workdir)
+    lines = [f"cd {folder}"]
+    lines += [
+        f"{program} status",
+        f"{program} status --history newsletter-mailchimp",
+        f"{program} preview",
+        f"{program} run",
+    ]
+    if erasable:
+        lines.append(f"{program} erase {erasable} --yes")
+    return lines
+
+
 def run_demo(*, customers: int, workdir: Path, echo: Echo = print, now: datetime | None = None) -> None:
     workdir = workdir.resolve()
     if workdir.exists():
         shutil.rmtree(workdir)
-    audiences = workdir / "audiences"
-    audiences.mkdir(parents=True)
-    database = workdir / "demo.sqlite3"
-    settings = Settings(_env_file=None, database_url=f"sqlite:///{database}", config=None)
-    start = (now or datetime.now(UTC)).replace(microsecond=0)
+    workdir.mkdir(parents=True, mode=0o700)
+    settings = write_demo_files(workdir)
+    end = (now or datetime.now(UTC)).replace(microsecond=0)
+    start = end - timedelta(days=DEMO_DAYS)
 
     echo(f"building a synthetic store of {customers} customers with two years of orders …")
-    shop = SyntheticStore(seed=2026, customers=customers, now=start, malformed=True)
-    echo(f"  {len(shop.customers)} customers, {len(shop.orders)} orders (including a few malformed on purpose)")
-
-    with Sandbox(start, store=shop) as sandbox:
-        config, resolved = sandbox.resolve(_with_directory(load_config(None), audiences), settings)
+    with Sandbox(start, customers=customers, state_dir=settings.sandbox_dir) as sandbox:
+        shop = sandbox.store
+        echo(f"  {len(shop.customers)} customers, {len(shop.orders)} orders (including a few malformed on purpose)")
+        config, resolved = sandbox.resolve(_in_folder(load_config(settings.config), workdir), settings)
         _make_it_realistic(sandbox, config, shop, echo)
         store = open_store(resolved.database_url)
         try:
-            echo(f"\n== cycle 1: initial sync ({start.date()}) ==")
+            echo(f"\n== cycle 1: initial sync ({start.date()}, {DEMO_DAYS} days ago) ==")
             first = run_cycle(store, config, resolved, now=start, echo=echo)
             echo(f"segments: {_segments_line(first)}")
             echo(render_cycle(first, config))
 
-            later = start + timedelta(days=30)
-            changes = shop.advance(30, new_orders=max(50, customers // 8))
+            changes = sandbox.advance(DEMO_DAYS, new_orders=max(50, customers // 8))
             echo(
-                f"\n== 30 days later ({later.date()}): {len(changes.new_orders)} new orders, "
-                f"{len(changes.updated_orders)} updated, {len(changes.new_customers)} new customers =="
+                f"\n== today ({end.date()}): the shop took {len(changes.new_orders)} new orders and "
+                f"{len(changes.new_customers)} new customers; {len(changes.updated_orders)} older orders changed "
+                f"(refunds) and {len(changes.updated_customers)} customers changed (consent) =="
             )
-            second = run_cycle(store, config, resolved, now=later, echo=echo)
+            second = run_cycle(store, config, resolved, now=end, echo=echo)
             echo(f"segments: {_segments_line(second)}")
             echo(render_cycle(second, config))
+            pushed = set(store.acknowledged("newsletter-mailchimp"))
+            subscribed = [e for e in _subscribers(shop)[3:] if e.lower() in pushed]
         finally:
             store.dispose()
 
     echo("\n== status (audience-sync status) ==")
     echo(render_status(status_rows(settings)))
     echo(
-        f"\nAudience files (JSON lines, one add/remove record each): {audiences}\n"
-        f"Run history and rejected members: {database}\n"
-        "Try next:\n"
-        f"  AUDIENCE_SYNC_DATABASE_URL=sqlite:///{database} .venv/bin/audience-sync status\n"
-        "  .venv/bin/audience-sync run            # one cycle against the sandbox, into var/\n"
-        "  .venv/bin/audience-sync segments --orders-csv examples/orders.csv --as-of 2026-06-01 --out /tmp/s.csv\n"
-        "  README.md → 'Run against a real store' to point it at Shopify and your destinations"
+        f"\nEverything the demo made is in {workdir}: its database (demo.sqlite3), config (config.toml),"
+        " sandbox shop and destination state (sandbox/), audience files (audiences/)."
     )
+    echo("Try next (from the demo's folder, whose .env points every command at the demo's state):")
+    for line in next_commands(workdir, subscribed[0] if subscribed else None):
+        echo(f"  {line}")
+    echo("README.md → 'Run against a real store' to point it at Shopify and your destinations")

@@ -15,6 +15,10 @@ from typing import Any
 from connectors.identifiers import normalize_email, normalize_name, normalize_phone
 from connectors.records import CustomerRecord, OrderRecord
 from worker.currencies import ISO_4217
+from worker.schema_fit import fit_row
+from worker.store import schema
+
+DUPLICATE = "duplicate id in the same batch: kept the latest copy (newest updatedAt, then the later one)"
 
 
 @dataclass
@@ -38,14 +42,31 @@ def _order_problem(order: OrderRecord, email: str | None) -> str | None:
     return None
 
 
+def latest_copies(records: Iterable[OrderRecord | CustomerRecord], key: str, out: Validated) -> list[Any]:
+    """One record per id: the newest ``updated_at`` (the later one on a tie); each duplicate reported."""
+    latest: dict[str, Any] = {}
+    for record in records:
+        ident = getattr(record, key)
+        if ident in latest:
+            out.warnings.append((ident, DUPLICATE))
+            if record.updated_at < latest[ident].updated_at:
+                continue
+            del latest[ident]  # re-inserted below: keeps the batch order of the copy that won
+        latest[ident] = record
+    return list(latest.values())
+
+
+def _fitted(table: Any, row: dict[str, Any], ref: str, keys: tuple[str, ...], out: Validated) -> dict[str, Any] | None:
+    fitted = fit_row(table, row, keys=keys)
+    out.warnings.extend((ref, w) for w in fitted.warnings)
+    if fitted.row is None:
+        out.rejected.append((ref[:200], fitted.reason or "cannot be stored"))
+    return fitted.row
+
+
 def validate_orders(orders: Iterable[OrderRecord], into: Validated | None = None) -> Validated:
     out = into or Validated()
-    seen: set[str] = set()
-    for order in orders:
-        if order.order_id in seen:
-            out.rejected.append((order.order_id, "duplicate order id in the same batch"))
-            continue
-        seen.add(order.order_id)
+    for order in latest_copies(orders, "order_id", out):
         email = normalize_email(order.email)
         problem = _order_problem(order, email)
         if problem:
@@ -53,7 +74,8 @@ def validate_orders(orders: Iterable[OrderRecord], into: Validated | None = None
             continue
         if order.email and email is None:
             out.warnings.append((order.order_id, "invalid email ignored; order kept for its customer"))
-        out.orders.append(
+        row = _fitted(
+            schema.orders,
             {
                 "order_id": order.order_id,
                 "source": order.source,
@@ -70,18 +92,30 @@ def validate_orders(orders: Iterable[OrderRecord], into: Validated | None = None
                 "landing_page": order.landing_page,
                 "referrer": order.referrer,
                 "accepts_marketing": order.accepts_marketing,
-            }
+            },
+            order.order_id,
+            ("order_id", "customer_id"),
+            out,
         )
-        out.lines.extend(
-            {
-                "order_id": order.order_id,
-                "line_no": n,
-                "product_id": li.product_id,
-                "sku": li.sku,
-                "quantity": li.quantity,
-            }
-            for n, li in enumerate(order.lines)
-        )
+        if row is None:
+            continue
+        out.orders.append(row)
+        for n, li in enumerate(order.lines):
+            line = _fitted(
+                schema.order_lines,
+                {
+                    "order_id": row["order_id"],
+                    "line_no": n,
+                    "product_id": li.product_id,
+                    "sku": li.sku,
+                    "quantity": li.quantity,
+                },
+                f"{order.order_id} line {n + 1}",
+                ("order_id",),
+                out,
+            )
+            if line is not None:
+                out.lines.append(line)
     return out
 
 
@@ -89,14 +123,15 @@ def validate_customers(
     customers: Iterable[CustomerRecord], default_region: str = "US", into: Validated | None = None
 ) -> Validated:
     out = into or Validated()
-    for customer in customers:
+    for customer in latest_copies(customers, "customer_id", out):
         email = normalize_email(customer.email)
         if customer.email and email is None:
             out.warnings.append((customer.customer_id, "invalid email ignored"))
         phone = normalize_phone(customer.phone, default_region)
         if customer.phone and phone is None:
             out.warnings.append((customer.customer_id, "invalid phone ignored"))
-        out.customers.append(
+        row = _fitted(
+            schema.customers,
             {
                 "customer_id": customer.customer_id,
                 "source": customer.source,
@@ -108,6 +143,11 @@ def validate_customers(
                 "email_consent": customer.email_consent.value,
                 "consent_updated_at": customer.consent_updated_at,
                 "updated_at": customer.updated_at,
-            }
+            },
+            customer.customer_id,
+            ("customer_id",),
+            out,
         )
+        if row is not None:
+            out.customers.append(row)
     return out

@@ -43,7 +43,7 @@ def prepared(settings: Settings, now: datetime | None = None) -> Iterator[tuple[
     if not needs_sandbox(config):
         yield config, settings
         return
-    with Sandbox(now=now or utc_now(), customers=settings.sandbox_customers) as sandbox:
+    with Sandbox(now=now or utc_now(), customers=settings.sandbox_customers, state_dir=settings.sandbox_dir) as sandbox:
         yield sandbox.resolve(config, settings)
 
 
@@ -77,8 +77,8 @@ def run_cycle(
     echo("pulling from the store API …")
     pulled = pull(store, config, settings, runtime, progress=Progress(echo, "pull"), now=now)
     echo(
-        f"  pulled {pulled.customers} customers and {pulled.orders} orders in {pulled.seconds:.1f}s"
-        f" ({pulled.rejected} records not usable, {pulled.warnings} warnings) → {pulled.status}"
+        f"  {pulled.summary()}, in {pulled.seconds:.1f}s; {pulled.rejected} records not usable,"
+        f" {pulled.warnings} warnings → {pulled.status}"
     )
     if pulled.error:
         echo(f"  pull error: {redact(pulled.error)}")
@@ -115,7 +115,7 @@ def render_cycle(report: CycleReport, config: AppConfig) -> str:
                 name,
                 mapping.segment,
                 str(r.segment_size),
-                str(r.desired),
+                str(r.eligible),
                 str(r.added),
                 str(r.removed),
                 str(r.rejected),

@@ -2,20 +2,27 @@
 
 This is how ``audience-sync run`` and the demo work with no credentials: a synthetic Shopify store
 and local destination emulators, real HTTP on 127.0.0.1, the same connectors as production.
-Emulators register themselves below by connector name; the sandbox knows no vendor beyond that.
+
+The sandbox is one world that lasts between commands: with a state directory, the synthetic shop is
+rebuilt from its recipe (seed, size, creation time, and every advance since) and each destination
+emulator's audiences are saved when the sandbox closes and loaded when it opens again. So `run`, `erase`
+or `preview` after the demo see the demo's shop and the audiences the demo pushed, and time that
+passed between commands brings new orders, as a real shop would.
 """
 
 from __future__ import annotations
 
 import importlib
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from types import TracebackType
 from typing import Any
 
 from pydantic import SecretStr
 
 from connectors.emulators.server import EmulatorServer
-from connectors.emulators.synthetic import SyntheticStore
+from connectors.emulators.state import load_json, save_json
+from connectors.emulators.synthetic import Changes, SyntheticStore
 from worker.config import AppConfig
 from worker.settings import Settings
 
@@ -26,6 +33,8 @@ EMULATORS: dict[str, tuple[str, str]] = {
     "mailchimp": ("connectors.emulators.mailchimp", "sandbox_emulator"),
     "meta": ("connectors.emulators.meta", "sandbox_emulator"),
 }
+#: a sandbox shop sells about one order per eight customers a month
+ORDERS_PER_CUSTOMER_DAY = 1 / 8 / 30
 
 
 def needs_sandbox(config: AppConfig) -> bool:
@@ -45,11 +54,46 @@ class Sandbox:
         customers: int = 5000,
         seed: int = 2026,
         restore_rate: float = 5000.0,
+        state_dir: Path | None = None,
     ) -> None:
-        self.store = store or SyntheticStore(seed=seed, customers=customers, now=now, malformed=True)
+        self.state_dir = state_dir
+        self.recipe: dict[str, Any] | None = None
+        self.caught_up: Changes | None = None
+        if store is not None:
+            self.store = store
+        elif state_dir is not None and (state_dir / "shop.json").exists():
+            self.store = self._rebuild_shop(now)
+        else:
+            self.store = SyntheticStore(seed=seed, customers=customers, now=now, malformed=True)
+            if state_dir is not None:
+                self.recipe = {"seed": seed, "customers": customers, "created": self.store.now, "advances": []}
+                save_json(state_dir / "shop.json", self.recipe)
         self.restore_rate = restore_rate
         self.emulators: dict[str, EmulatorServer] = {}
         self.secrets: dict[str, str] = {}
+
+    # -- the shop's recipe -------------------------------------------------------------------
+    def _rebuild_shop(self, now: datetime) -> SyntheticStore:
+        assert self.state_dir is not None
+        self.recipe = load_json(self.state_dir / "shop.json")
+        recipe = self.recipe
+        shop = SyntheticStore(seed=recipe["seed"], customers=recipe["customers"], now=recipe["created"], malformed=True)
+        for days, orders in recipe["advances"]:
+            shop.advance(days, orders)
+        elapsed = (now.astimezone(UTC) - shop.now) / timedelta(days=1)
+        orders = round(recipe["customers"] * ORDERS_PER_CUSTOMER_DAY * elapsed)
+        if orders > 0:  # the shop kept selling while nobody looked
+            self.store = shop
+            self.caught_up = self.advance(elapsed, orders)
+        return shop
+
+    def advance(self, days: float, new_orders: int) -> Changes:
+        """Move the shop's clock on (and remember it, so a later sandbox rebuilds the same shop)."""
+        changes = self.store.advance(days, new_orders)
+        if self.recipe is not None and self.state_dir is not None:
+            self.recipe["advances"].append([days, new_orders])
+            save_json(self.state_dir / "shop.json", self.recipe)
+        return changes
 
     def __enter__(self) -> Sandbox:
         return self
@@ -57,7 +101,9 @@ class Sandbox:
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        for emulator in self.emulators.values():
+        for key, emulator in self.emulators.items():
+            if self.state_dir is not None and key.startswith("dest:") and emulator.state_attributes:
+                save_json(self.state_dir / f"{key.removeprefix('dest:')}.json", emulator.export_state())
             emulator.stop()
 
     def _shopify(self) -> tuple[str, str]:
@@ -78,6 +124,9 @@ class Sandbox:
             except KeyError:
                 raise ValueError(f"no sandbox emulator for destination type {kind!r}") from None
             emulator, secret = getattr(importlib.import_module(module), factory)()
+            saved = self.state_dir / f"{kind}.json" if self.state_dir is not None else None
+            if saved is not None and saved.exists():
+                emulator.import_state(load_json(saved))
             emulator.start()
             self.emulators[key] = emulator
             self.secrets[key] = secret

@@ -27,10 +27,15 @@ class Settings(BaseSettings):
     cycle_minutes: float = 15.0
     #: re-read this many minutes before the watermark: late writes and equal timestamps
     overlap_minutes: float = 10.0
-    #: broker visibility timeout: above the longest sync; also the longest allowed retry countdown
-    visibility_timeout_seconds: int = 3600
-    #: lock per mapping; renewed while a sync runs, expires if its worker dies
-    lock_ttl_seconds: int = 120
+    #: broker visibility timeout: a task left unacknowledged this long (its worker died) is delivered
+    #: again. Every task stops at ``task_budget_seconds`` and continues in a new one, so it can be short.
+    visibility_timeout_seconds: int = 600
+    #: a task starts no new batch or page after this long; a continuation goes on from the checkpoint
+    task_budget_seconds: float = 120.0
+    #: lock per mapping (and per cycle); a heartbeat renews it while its holder lives
+    lock_ttl_seconds: int = 30
+    #: how long a task waits for a lock held by a live worker before it records a ``deferred`` run
+    lock_wait_seconds: int = 900
     #: deliveries of one task id before it is given up as poison (e.g. killed by OOM every time)
     max_deliveries: int = 5
     key_prefix: str = "audience-sync"
@@ -39,10 +44,15 @@ class Settings(BaseSettings):
 
     #: customers in the built-in sandbox store (``sandbox`` URLs in the config)
     sandbox_customers: int = 5000
+    #: where the sandbox keeps its shop's recipe and its destinations' audiences between commands
+    sandbox_dir: Path | None = Path("var/sandbox")
     #: region assumed for phone numbers written without a country code
     default_phone_region: str = "US"
     retry_attempts: int = 6
     retry_max_seconds: float = 300.0
+
+    #: serve the OpenAPI description and Swagger UI (behind the token, assets from the package)
+    api_docs: bool = False
 
     # -- secrets (never logged) --------------------------------------------------------
     shopify_access_token: SecretStr | None = None

@@ -1,80 +1,197 @@
-"""What the status command and the control API show: the last run of each step and mapping."""
+"""What the status command and the control API show.
+
+The last run of each step and mapping, and, per mapping, the last run that needed attention (a
+``partial`` first cycle stays visible after a clean second one), erasures still in progress and syncs
+owed; ``history`` lists earlier runs. Column names are the demo's: ``eligible`` everywhere.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
 from worker.settings import Settings
-from worker.store import open_store
+from worker.store import RunRow, Store, open_store
+
+PROBLEMS = ("partial", "failed", "needs_attention", "paused", "interrupted")
 
 
-def status_rows(settings: Settings) -> list[dict[str, Any]]:
+def _when(run: RunRow) -> str | None:
+    return run.finished_at.isoformat(timespec="seconds") if run.finished_at else None
+
+
+def run_dict(run: RunRow) -> dict[str, Any]:
+    c = run.counts
+    row: dict[str, Any] = {
+        "run_id": run.id,
+        "step": run.kind,
+        "mapping": run.mapping,
+        "started_at": run.started_at.isoformat(timespec="seconds"),
+        "finished_at": _when(run),
+        "outcome": run.status,
+        "seconds": c.get("seconds"),
+        "error": run.error,
+    }
+    if run.kind == "pull":
+        row |= {"pulled": c.get("pulled"), "bad_records": c.get("bad_records"), "warnings": c.get("warnings")}
+        row |= {"new": c.get("new"), "changed": c.get("changed"), "reread": c.get("reread")}
+    elif run.kind == "recompute":
+        row |= {"customers": c.get("customers"), "segments": len(c.get("segments") or {})}
+    else:
+        eligible = c.get("eligible", c.get("desired"))  # runs recorded before v4 said "desired"
+        row |= {
+            "segment_size": c.get("segment_size"),
+            "eligible": eligible,
+            "added": c.get("added"),
+            "removed": c.get("removed"),
+            "rejected": c.get("rejected"),
+            "full": bool(c.get("full")),
+        }
+    return row
+
+
+def status_report(store: Store) -> dict[str, Any]:
+    last = store.last_runs()
+    mappings = []
+    for run in (r for r in last if r.kind == "sync"):
+        assert run.mapping is not None
+        problem = next(
+            (r for r in store.recent_runs(limit=200, mapping=run.mapping) if r.status in PROBLEMS),
+            None,
+        )
+        mappings.append(
+            {
+                **run_dict(run),
+                "last_problem": run_dict(problem) if problem is not None and problem.id != run.id else None,
+                "rejected_now": len(store.rejected(run.mapping)),
+            }
+        )
+    return {
+        "steps": [run_dict(r) for r in last if r.kind != "sync"],
+        "mappings": mappings,
+        "erasures": [e.to_dict() for e in store.erasures(limit=20)],
+        "owed_syncs": [
+            {"mapping": o.mapping, "full": o.full, "reason": o.reason, "requested_at": o.requested_at.isoformat()}
+            for o in store.owed_syncs()
+        ],
+    }
+
+
+def status_rows(settings: Settings) -> dict[str, Any]:
     store = open_store(settings.database_url)
     try:
-        rows = []
-        for run in store.last_runs():
-            counts = run.counts
-            rows.append(
-                {
-                    "step": run.kind,
-                    "mapping": run.mapping or "-",
-                    "started_at": run.started_at.isoformat(timespec="seconds"),
-                    "finished_at": run.finished_at.isoformat(timespec="seconds") if run.finished_at else None,
-                    "outcome": run.status,
-                    "added": counts.get("added"),
-                    "removed": counts.get("removed"),
-                    "rejected": counts.get("rejected"),
-                    "pulled": counts.get("pulled"),
-                    "bad_records": counts.get("bad_records"),
-                    "desired": counts.get("desired"),
-                    "seconds": counts.get("seconds"),
-                    "error": run.error,
-                    "run_id": run.id,
-                }
-            )
-        return rows
+        return status_report(store)
+    finally:
+        store.dispose()
+
+
+def history_rows(settings: Settings, mapping: str | None = None, limit: int = 20) -> list[dict[str, Any]]:
+    store = open_store(settings.database_url)
+    try:
+        return [run_dict(r) for r in store.recent_runs(limit=limit, mapping=mapping)]
     finally:
         store.dispose()
 
 
 def _cell(value: Any) -> str:
-    return "-" if value is None else str(value)
+    if value is None:
+        return "-"
+    if isinstance(value, int) and not isinstance(value, bool):
+        return f"{value:,}"
+    return str(value)
 
 
-def render_status(rows: list[dict[str, Any]]) -> str:
-    if not rows:
-        return "no runs yet: try `audience-sync run` or `audience-sync demo`"
-    header = (
-        "step",
-        "mapping",
-        "finished (UTC)",
-        "outcome",
-        "pulled",
-        "bad",
-        "desired",
-        "added",
-        "removed",
-        "rejected",
-        "secs",
-    )
-    table = [header]
-    for r in rows:
-        table.append(
+def _table(header: tuple[str, ...], rows: list[tuple[Any, ...]]) -> list[str]:
+    cells = [header, *[tuple(_cell(v) for v in row) for row in rows]]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
+    return ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in cells]
+
+
+def render_status(report: dict[str, Any], *, empty_hint: str = "") -> str:
+    if not report["steps"] and not report["mappings"]:
+        return "no runs yet: try `audience-sync run` or `audience-sync demo`" + empty_hint
+    lines = _table(
+        ("step", "finished (UTC)", "outcome", "pulled", "bad", "warnings", "secs"),
+        [
             (
                 r["step"],
-                r["mapping"],
-                _cell(r["finished_at"] or "running…"),
+                r["finished_at"] or "running…",
                 r["outcome"],
-                _cell(r["pulled"]),
-                _cell(r["bad_records"]),
-                _cell(r["desired"]),
-                _cell(r["added"]),
-                _cell(r["removed"]),
-                _cell(r["rejected"]),
-                _cell(r["seconds"]),
+                r.get("pulled"),
+                r.get("bad_records"),
+                r.get("warnings"),
+                r["seconds"],
             )
-        )
-    widths = [max(len(str(row[i])) for row in table) for i in range(len(header))]
-    lines = ["  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)) for row in table]
-    errors = [f"  {r['mapping']}: {r['error']}" for r in rows if r["error"]]
+            for r in report["steps"]
+        ],
+    )
+    lines.append("")
+    lines += _table(
+        ("mapping", "finished (UTC)", "outcome", "eligible", "added", "removed", "rejected", "secs"),
+        [
+            (
+                r["mapping"],
+                r["finished_at"] or "running…",
+                r["outcome"] + (" (full)" if r.get("full") else ""),
+                r["eligible"],
+                r["added"],
+                r["removed"],
+                r["rejected"],
+                r["seconds"],
+            )
+            for r in report["mappings"]
+        ],
+    )
+    notes = []
+    for r in report["mappings"]:
+        if r["error"]:
+            notes.append(f"  {r['mapping']}: {r['error']}")
+        problem = r["last_problem"]
+        if problem:
+            what = f"{problem['rejected']} rejected" if problem["outcome"] == "partial" else problem["error"] or ""
+            notes.append(
+                f"  {r['mapping']}: last problem: run #{problem['run_id']} ({problem['finished_at'] or 'unfinished'})"
+                f" {problem['outcome']}: {what} (`audience-sync status --history {r['mapping']}`)"
+            )
+        if r["rejected_now"]:
+            notes.append(f"  {r['mapping']}: {r['rejected_now']} members rejected by the destination, not re-sent")
+    for r in report["steps"]:
+        if r["error"]:
+            notes.append(f"  {r['step']}: {r['error']}")
+    if notes:
+        lines += ["", "notes:", *notes]
+    pending = [e for e in report["erasures"] if e["status"] == "pending"]
+    if report["erasures"]:
+        lines.append("")
+        lines.append(f"erasures: {len(report['erasures'])} recorded, {len(pending)} pending")
+        for e in pending:
+            waiting = [m for m, p in e["mappings"].items() if p["status"] == "pending"]
+            lines.append(f"  #{e['id']} ({e['email_sha256'][:12]}…): removal pending at {', '.join(waiting)}")
+    if report["owed_syncs"]:
+        owed = ", ".join(f"{o['mapping']} ({'full' if o['full'] else o['reason']})" for o in report["owed_syncs"])
+        lines += ["", f"syncs owed (run by the next cycle or worker): {owed}"]
+    return "\n".join(lines)
+
+
+def render_history(rows: list[dict[str, Any]]) -> str:
+    if not rows:
+        return "no runs recorded"
+    lines = _table(
+        ("run", "step", "mapping", "started (UTC)", "outcome", "pulled", "eligible", "added", "removed", "rejected"),
+        [
+            (
+                r["run_id"],
+                r["step"],
+                r["mapping"] or "-",
+                r["started_at"],
+                r["outcome"],
+                r.get("pulled"),
+                r.get("eligible"),
+                r.get("added"),
+                r.get("removed"),
+                r.get("rejected"),
+            )
+            for r in rows
+        ],
+    )
+    errors = [f"  run #{r['run_id']}: {r['error']}" for r in rows if r["error"]]
     return "\n".join(lines + (["", "errors:", *errors] if errors else []))

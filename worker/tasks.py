@@ -1,30 +1,35 @@
 """Celery tasks: thin, idempotent, taking names not objects. All run with ``acks_late``.
 
 A redelivered task (worker killed) simply runs again: pull upserts by id, recompute is a pure
-function of the store, and sync pushes the diff against what the destination acknowledged.
+function of the store, and sync pushes the diff against what the destination may hold. Every task
+works under a lock kept alive by a heartbeat and stops at a time budget well inside the broker's
+visibility timeout, re-enqueueing a continuation: a worker's death is noticed within minutes. A
+fault of Redis itself (restart, connection loss) is a retryable fault of the task; and whatever
+happens to a message, the store still says what is owed, and the next cycle serves it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import time
 from collections.abc import Callable
 from typing import Any
 
+import redis
 from celery import Task
 
 from connectors.redact import install_log_redaction
 from worker.celery_app import app
 from worker.context import context
-from worker.cycle import PullResult, pull, recompute, sync_mapping, utc_now
-from worker.locks import RedisLock
+from worker.cycle import pull, recompute, sync_mapping, utc_now
+from worker.locks import LockLost, RedisLock
+from worker.queue import request_sync
 
 log = logging.getLogger(__name__)
 install_log_redaction()
 
-
-def _renew(lock: RedisLock) -> None:
-    if not lock.renew():
-        log.warning("lock %s was lost (expired while working); another worker may start", lock.key)
+REDIS_FAULTS = (redis.ConnectionError, redis.TimeoutError)
 
 
 def _too_many_deliveries(task: Task, kind: str, mapping: str | None) -> bool:
@@ -42,103 +47,165 @@ def _too_many_deliveries(task: Task, kind: str, mapping: str | None) -> bool:
     return False
 
 
-def _under_cycle_lock(task: Task, kind: str, work: Callable[[RedisLock], dict[str, Any]]) -> dict[str, Any]:
-    """Pull and recompute share one lock: they must not interleave with each other or a cycle."""
+def _wait_for_lock(task: Task, kind: str, mapping: str | None, lock: RedisLock) -> None:
+    """The lock is held by a live worker: come back shortly, and say so visibly after waiting long."""
     ctx = context()
-    if _too_many_deliveries(task, kind, None):
-        return {"status": "given_up"}
-    lock = RedisLock(ctx.redis, f"{ctx.settings.key_prefix}:lock:cycle", ctx.settings.lock_ttl_seconds)
+    settings = ctx.settings
+    # never a countdown longer than the visibility timeout: that would deliver the task twice
+    countdown = min(15, max(1, settings.visibility_timeout_seconds // 10))
+    tries = max(1, int(settings.lock_wait_seconds // countdown))
+    if task.request.retries >= tries:
+        holder = lock.holder() or {}
+        run_id = ctx.store.start_run(kind, mapping, task.request.id)
+        ctx.store.finish_run(
+            run_id,
+            "deferred",
+            {"waited_seconds": tries * countdown},
+            f"waited {tries * countdown} s for the {kind} already running (pid {holder.get('pid', '?')} on "
+            f"{holder.get('host', '?')}); what was asked stays owed in the store and the next cycle runs it",
+        )
+        return
+    raise task.retry(countdown=countdown)
+
+
+def _budget() -> float:
+    return time.monotonic() + context().settings.task_budget_seconds
+
+
+def _under_lock(task: Task, kind: str, name: str, mapping: str | None, work: Callable[[RedisLock], Any]) -> Any:
+    ctx = context()
+    lock = RedisLock(ctx.redis, f"{ctx.settings.key_prefix}:lock:{name}", ctx.settings.lock_ttl_seconds)
     if not lock.acquire():
-        log.info("a %s is already running elsewhere; skipping this one", kind)
-        return {"status": "skipped"}
+        _wait_for_lock(task, kind, mapping, lock)
+        return {"status": "deferred"}
     try:
-        return work(lock)
+        with lock.heartbeat():
+            return work(lock)
+    except REDIS_FAULTS as exc:
+        log.warning("%s: lost the connection to Redis (%s); retrying the task", kind, type(exc).__name__)
+        raise task.retry(countdown=5, exc=exc) from None
     finally:
-        lock.release()
+        with contextlib.suppress(redis.RedisError):
+            lock.release()
 
 
-def _pull(task: Task, lock: RedisLock, reread_hours: float) -> PullResult:
-    ctx = context()
-    return pull(
-        ctx.store,
-        ctx.config,
-        ctx.settings,
-        ctx.runtime,
-        task_id=task.request.id,
-        reread_hours=reread_hours,
-        progress=lambda _: _renew(lock),
-    )
-
-
-@app.task(name="audience_sync.pull", bind=True, acks_late=True)
+@app.task(name="audience_sync.pull", bind=True, acks_late=True, max_retries=None)
 def pull_task(self: Task, reread_hours: float = 0.0) -> dict[str, Any]:
     """Incremental pull from the store API (upserts by id: safe to run twice)."""
+    ctx = context()
+    if _too_many_deliveries(self, "pull", None):
+        return {"status": "given_up"}
 
     def work(lock: RedisLock) -> dict[str, Any]:
-        result = _pull(self, lock, reread_hours)
+        result = pull(
+            ctx.store,
+            ctx.config,
+            ctx.settings,
+            ctx.runtime,
+            task_id=self.request.id,
+            reread_hours=reread_hours,
+            progress=lambda _: lock.check(),
+            deadline=_budget(),
+        )
+        if result.more:
+            pull_task.apply_async(kwargs={"reread_hours": 0.0})
         return {"status": result.status, **result.counts()}
 
-    return _under_cycle_lock(self, "pull", work)
+    result: dict[str, Any] = _under_lock(self, "pull", "cycle", None, work)
+    return result
 
 
-@app.task(name="audience_sync.recompute", bind=True, acks_late=True)
+@app.task(name="audience_sync.recompute", bind=True, acks_late=True, max_retries=None)
 def recompute_task(self: Task) -> dict[str, Any]:
     """Recompute every segment from the store (a pure function of the data and the clock)."""
     ctx = context()
+    if _too_many_deliveries(self, "recompute", None):
+        return {"status": "given_up"}
 
     def work(lock: RedisLock) -> dict[str, Any]:
         result = recompute(ctx.store, ctx.config, utc_now(), task_id=self.request.id)
         return {"status": "ok", "segments": result.sizes}
 
-    return _under_cycle_lock(self, "recompute", work)
+    result: dict[str, Any] = _under_lock(self, "recompute", "cycle", None, work)
+    return result
 
 
-@app.task(name="audience_sync.cycle", bind=True, acks_late=True)
+@app.task(name="audience_sync.cycle", bind=True, acks_late=True, max_retries=None)
 def cycle_task(self: Task, reread_hours: float = 0.0) -> dict[str, Any]:
-    """Pull, recompute, then fan out one sync task per mapping (the beat schedule runs this)."""
+    """Pull, recompute, then ask for one sync per mapping (the beat schedule runs this).
+
+    A pull that reaches the time budget re-enqueues the cycle, which goes on from the watermark.
+    """
     ctx = context()
+    if _too_many_deliveries(self, "cycle", None):
+        return {"status": "given_up"}
 
     def work(lock: RedisLock) -> dict[str, Any]:
-        pulled = _pull(self, lock, reread_hours)
-        lock.renew()
-        recomputed = recompute(ctx.store, ctx.config, utc_now(), task_id=self.request.id)
-        return {"pull": pulled.status, "segments": recomputed.sizes}
-
-    outcome = _under_cycle_lock(self, "cycle", work)
-    if outcome.get("status") in ("given_up", "skipped"):
-        return outcome
-    for name in ctx.config.mappings:
-        sync_mapping_task.delay(name)
-    return {**outcome, "mappings": list(ctx.config.mappings)}
-
-
-@app.task(name="audience_sync.sync_mapping", bind=True, acks_late=True, max_retries=20)
-def sync_mapping_task(self: Task, mapping: str, full: bool = False) -> dict[str, Any]:
-    """Sync one mapping under its lock; if another sync holds it, try again shortly."""
-    ctx = context()
-    if _too_many_deliveries(self, "sync", mapping):
-        return {"status": "given_up"}
-    lock = RedisLock(ctx.redis, f"{ctx.settings.key_prefix}:lock:sync:{mapping}", ctx.settings.lock_ttl_seconds)
-    if not lock.acquire():
-        # never a countdown longer than the visibility timeout: that would deliver the task twice
-        countdown = min(30, max(1, ctx.settings.visibility_timeout_seconds // 4))
-        raise self.retry(countdown=countdown)
-    try:
-        result = sync_mapping(
+        pulled = pull(
             ctx.store,
             ctx.config,
             ctx.settings,
             ctx.runtime,
-            mapping,
-            full=full,
             task_id=self.request.id,
-            progress=lambda _: _renew(lock),
+            reread_hours=reread_hours,
+            progress=lambda _: lock.check(),
+            deadline=_budget(),
         )
-    finally:
-        lock.release()
-    return {
-        "status": result.status,
-        "added": result.added,
-        "removed": result.removed,
-        "rejected": result.rejected,
-    }
+        if pulled.more:
+            cycle_task.apply_async()
+            return {"pull": pulled.status, "more": True}
+        lock.check()
+        recomputed = recompute(ctx.store, ctx.config, utc_now(), task_id=self.request.id)
+        return {"pull": pulled.status, "segments": recomputed.sizes}
+
+    outcome: dict[str, Any] = _under_lock(self, "cycle", "cycle", None, work)
+    if outcome.get("status") in ("given_up", "deferred") or outcome.get("more"):
+        return outcome
+    for name in ctx.config.mappings:
+        request_sync(ctx.store, ctx.settings, name, full=False, reason="cycle", client=ctx.redis)
+    return {**outcome, "mappings": list(ctx.config.mappings)}
+
+
+@app.task(name="audience_sync.sync_mapping", bind=True, acks_late=True, max_retries=None)
+def sync_mapping_task(self: Task, mapping: str, full: bool = False, resume_run: int | None = None) -> dict[str, Any]:
+    """Sync one mapping under its lock; if another sync holds it, try again shortly."""
+    ctx = context()
+    if mapping not in ctx.config.mappings:
+        log.warning("no mapping named %r in the config any more; nothing to sync", mapping)
+        return {"status": "unknown_mapping"}
+    if _too_many_deliveries(self, "sync", mapping):
+        return {"status": "given_up"}
+
+    def work(lock: RedisLock) -> dict[str, Any]:
+        try:
+            result = sync_mapping(
+                ctx.store,
+                ctx.config,
+                ctx.settings,
+                ctx.runtime,
+                mapping,
+                full=full,
+                task_id=self.request.id,
+                progress=lambda _: lock.check(),
+                deadline=_budget(),
+                resume_run=resume_run,
+            )
+        except LockLost as exc:
+            log.warning("sync of %s stopped: %s", mapping, exc)
+            return {"status": "interrupted"}
+        if result.more:
+            # checkpointed: the continuation resumes the same run row from what is acknowledged
+            sync_mapping_task.apply_async(args=[mapping], kwargs={"full": full, "resume_run": result.run_id})
+        elif result.owed_again:
+            owed = ctx.store.sync_request(mapping)
+            sync_mapping_task.apply_async(args=[mapping], kwargs={"full": bool(owed and owed.full)})
+        return {
+            "status": result.status,
+            "added": result.added,
+            "removed": result.removed,
+            "rejected": result.rejected,
+            "more": result.more,
+        }
+
+    result: dict[str, Any] = _under_lock(self, "sync", f"sync:{mapping}", mapping, work)
+    return result

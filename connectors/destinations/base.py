@@ -11,7 +11,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict
 
@@ -48,6 +48,27 @@ class BatchResult:
 AudienceKind = Literal["email", "ads", "file"]
 
 
+class Memory(Protocol):
+    """Values a destination keeps per mapping between runs (the engine backs it with the store)."""
+
+    def get(self, key: str) -> Any: ...
+
+    def set(self, key: str, value: Any) -> None: ...
+
+
+class LocalMemory:
+    """Memory for one process only: what a destination uses outside a sync run (tests, preview)."""
+
+    def __init__(self) -> None:
+        self._values: dict[str, Any] = {}
+
+    def get(self, key: str) -> Any:
+        return self._values.get(key)
+
+    def set(self, key: str, value: Any) -> None:
+        self._values[key] = value
+
+
 class Destination(ABC):
     kind: ClassVar[str]
     #: instance-level so a configurable destination (file) can set them from its config
@@ -64,6 +85,8 @@ class Destination(ABC):
         self.name = name
         self.config = config
         self.runtime = runtime
+        #: per-mapping values kept between runs (the sync engine binds the store's before a run)
+        self.memory: Memory = LocalMemory()
 
     # -- eligibility and identity (pure) ------------------------------------------------
     def ineligible_reason(self, member: Member) -> str | None:
@@ -76,6 +99,10 @@ class Destination(ABC):
         elif not (member.email or member.phone):
             return "no_identifier"
         return None
+
+    def removes_members(self, options: MappingOptions) -> bool:
+        """False when the mapping's options ask never to remove (the engine then only removes the erased)."""
+        return True
 
     @abstractmethod
     def identity(self, member: Member, options: MappingOptions) -> str:

@@ -1,17 +1,20 @@
-"""A file destination: one JSON-lines file per audience, appending timestamped add/remove records.
+"""A file destination: one CSV file per audience holding exactly its current members.
 
 Used by the sandbox and the tests, and useful in production as an export for platforms we have no
-connector for. Replaying a record is harmless: the audience is the fold of the log.
+connector for (a customer-match list to upload by hand). Every batch rewrites the file atomically
+(temporary file, fsync, rename, fsync of the folder), so a reader never sees a torn file, a killed
+writer leaves the previous version, and a removed or erased person leaves no trace in it. Files are
+readable by their owner only.
 """
 
 from __future__ import annotations
 
-import json
+import contextlib
 import os
 import re
+import tempfile
 import time
-from collections.abc import Sequence
-from datetime import UTC, datetime
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Literal
 
@@ -43,28 +46,39 @@ _SAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
 
 def audience_path(directory: Path, audience: str) -> Path:
-    return directory / f"{_SAFE.sub('_', audience)}.jsonl"
+    return directory / f"{_SAFE.sub('_', audience)}.csv"
 
 
 def read_audience(path: Path) -> set[str]:
-    """The current members of a file audience: the fold of its add/remove log."""
-    members: set[str] = set()
+    """The members of a file audience (the header line names the identifier)."""
     if not path.exists():
-        return members
+        return set()
     with path.open(encoding="utf-8") as handle:
-        for line in handle:
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except ValueError:
-                continue  # a torn write from a killed worker; that batch was re-sent
+        lines = handle.read().splitlines()
+    return {line for line in lines[1:] if line}
 
-            if record["op"] == "add":
-                members.add(record["id"])
-            else:
-                members.discard(record["id"])
-    return members
+
+def write_audience(path: Path, header: str, members: Iterable[str]) -> None:
+    """Replace the file atomically with ``members``, owner-only (see the module doc)."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")  # created 0600
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as handle:
+            handle.write(header + "\n")
+            for member in sorted(members):
+                handle.write(member + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    folder = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(folder)
+    finally:
+        os.close(folder)
 
 
 @register_destination("file")
@@ -80,6 +94,8 @@ class FileDestination(Destination):
         self.file_config = config
         self.audience_kind = config.audience_kind
         self.batch_size = config.batch_size
+        #: audience -> (members, the file's (mtime, size) when we last wrote or read it)
+        self._cache: dict[str, tuple[set[str], tuple[int, int]]] = {}
 
     def identity(self, member: Member, options: MappingOptions) -> str:
         assert member.email is not None or member.phone is not None
@@ -91,28 +107,37 @@ class FileDestination(Destination):
             return "no_email"
         return super().ineligible_reason(member)
 
-    def _append(self, audience: str, op: str, identities: Sequence[str]) -> BatchResult:
+    def members(self, audience: str) -> set[str]:
+        """The audience's current members (read back: the file destination supports reconcile)."""
+        path = audience_path(self.file_config.directory, audience)
+        stamp = _stamp(path)
+        cached = self._cache.get(audience)
+        if cached is None or cached[1] != stamp:
+            cached = (read_audience(path), stamp)
+            self._cache[audience] = cached
+        return set(cached[0])
+
+    def _apply(self, audience: str, add: Sequence[str] = (), remove: Sequence[str] = ()) -> BatchResult:
         if self.file_config.batch_delay:
             time.sleep(self.file_config.batch_delay)
         path = audience_path(self.file_config.directory, audience)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        stamp = datetime.now(UTC).isoformat()
-        lines = "".join(json.dumps({"ts": stamp, "op": op, "id": i}) + "\n" for i in identities)
-        payload = lines.encode("utf-8")
-        with path.open("ab+") as handle:
-            if handle.tell() > 0:
-                handle.seek(-1, os.SEEK_END)
-                if handle.read(1) != b"\n":
-                    # a writer killed mid-line left a torn record: fence it off (the reader skips it,
-                    # and its batch was never acknowledged, so it is sent again)
-                    payload = b"\n" + payload
-            handle.write(payload)
-            handle.flush()
-            os.fsync(handle.fileno())
-        return BatchResult(accepted=list(identities))
+        current = self.members(audience)
+        current.update(add)
+        current.difference_update(remove)
+        write_audience(path, self.file_config.identifier, current)
+        self._cache[audience] = (current, _stamp(path))
+        return BatchResult(accepted=list(dict.fromkeys([*add, *remove])))
 
     def add(self, audience: str, members: Sequence[Member], options: MappingOptions) -> BatchResult:
-        return self._append(audience, "add", [self.identity(m, options) for m in members])
+        return self._apply(audience, add=[self.identity(m, options) for m in members])
 
     def remove(self, audience: str, identities: Sequence[str], options: MappingOptions) -> BatchResult:
-        return self._append(audience, "remove", identities)
+        return self._apply(audience, remove=identities)
+
+
+def _stamp(path: Path) -> tuple[int, int]:
+    try:
+        info = path.stat()
+    except FileNotFoundError:
+        return (0, -1)
+    return (info.st_mtime_ns, info.st_size)

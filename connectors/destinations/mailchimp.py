@@ -122,9 +122,14 @@ class MailchimpClient(HttpConnector):
         if not isinstance(problem, dict):
             default_classify(response)
             return
-        title = redact(str(problem.get("title", "")))[:100]
-        detail = redact(str(problem.get("detail", "")))[:300]
-        text = f"mailchimp: {title} (HTTP {status}): {detail}"
+        title = redact(str(problem.get("title") or "")).strip()[:100] or response.reason_phrase or "error"
+        detail = redact(str(problem.get("detail") or problem.get("error") or "")).strip()[:300]
+        text = f"mailchimp: {title} (HTTP {status})" + (f": {detail}" if detail else "")
+        if status == 404:
+            raise ConfigError(
+                text + " (check the mapping's audience: the list id, or the segment_id, must exist for this API key)",
+                status=status,
+            )
         if status == 429:
             raise RateLimitedError(text, wait_seconds=None, status=status)
         if status in (401, 403):
@@ -147,7 +152,6 @@ class MailchimpDestination(Destination):
         assert isinstance(config, MailchimpConfig)
         self.mc_config = config
         self._client: MailchimpClient | None = None
-        self._segments: dict[tuple[str, str], int] = {}
         self._lock = threading.Lock()
         self._client_lock = threading.Lock()
         self._refused_status = 0
@@ -186,35 +190,61 @@ class MailchimpDestination(Destination):
         return normalize_email(raw) or raw.strip().lower()
 
     def segment_id(self, list_id: str, options: MappingOptions) -> int:
-        """The static segment to keep: given, or found (then created) by tag name, once per run."""
+        """The static segment to keep: given, remembered for the mapping, or found (then created) by tag.
+
+        Creation must never make a second segment of the same name: an unclear answer to the POST
+        (a torn body, a timeout after Mailchimp applied it) is followed by a fresh look-up, not a
+        blind retry; if two exist anyway, the one holding more members is ours. The choice is
+        remembered for the mapping, so later runs never pick an empty twin.
+        """
         opts = self._opts(options)
         if opts.segment_id is not None:
             return opts.segment_id
         assert opts.tag is not None
-        key = (list_id, opts.tag)
+        key = f"segment:{list_id}:{opts.tag}"
         with self._lock:
-            if key in self._segments:
-                return self._segments[key]
+            remembered = self.memory.get(key)
+            if remembered is not None:
+                return int(remembered)
             found = self._find_segment(list_id, opts.tag)
             if found is None:
-                body = {"name": opts.tag, "static_segment": []}
-                created = self.client.send_json("POST", f"/lists/{quote(list_id)}/segments", json=body)
-                found = int(created["id"])
-            self._segments[key] = found
+                found = self._create_segment(list_id, opts.tag)
+            self.memory.set(key, found)
             return found
 
+    def _create_segment(self, list_id: str, name: str) -> int:
+        body = {"name": name, "static_segment": []}
+        path = f"/lists/{quote(list_id)}/segments"
+        for _ in range(self.runtime.retry_attempts):
+            try:
+                created = self.client.send_json_once("POST", path, json=body)
+                return int(created["id"])
+            except RetryableError:
+                # Mailchimp may have created it even though we saw no answer: look before trying again
+                again = self._find_segment(list_id, name)
+                if again is not None:
+                    return again
+        created = self.client.send_json("POST", path, json=body)
+        return int(created["id"])
+
     def _find_segment(self, list_id: str, name: str) -> int | None:
+        """The static segment named ``name``; of several with that name, the one with most members."""
         offset = 0
+        matches: list[tuple[int, int]] = []
         while True:
             params = {"type": "static", "count": 1000, "offset": offset}
             page = self.client.send_json("GET", f"/lists/{quote(list_id)}/segments", params=params)
             segments = page.get("segments") or []
-            for segment in segments:
-                if segment.get("name") == name:
-                    return int(segment["id"])
+            matches += [
+                (int(seg.get("member_count") or 0), int(seg["id"])) for seg in segments if seg.get("name") == name
+            ]
             offset += len(segments)
             if not segments or offset >= int(page.get("total_items") or 0):
-                return None
+                break
+        if not matches:
+            return None
+        # most members first; of equals, the oldest (lowest id)
+        return sorted(matches, key=lambda m: (-m[0], m[1]))[0][1]
 
     # -- response interpretation ------------------------------------------------------
     def _upsert_refusals(self, body: dict[str, Any]) -> dict[str, Rejection]:

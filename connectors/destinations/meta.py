@@ -199,7 +199,7 @@ class MetaDestination(Destination):
         self._client: MetaClient | None = None
         self._client_lock = threading.Lock()
         self.reports: list[UploadReport] = []
-        self.counters = {"invalid_unidentified": 0, "removes_skipped_additive": 0, "bisections": 0}
+        self.counters = {"invalid_unidentified": 0, "bisections": 0}
 
     @property
     def client(self) -> MetaClient:
@@ -225,6 +225,10 @@ class MetaDestination(Destination):
     def _opts(options: MappingOptions) -> MetaOptions:
         assert isinstance(options, MetaOptions)
         return options
+
+    def removes_members(self, options: MappingOptions) -> bool:
+        """``additive = true``: the engine sends no removals (but an erased person is removed anyway)."""
+        return not self._opts(options).additive
 
     # -- rows -----------------------------------------------------------------------------
     def row(self, member: Member, keys: Sequence[str]) -> Row:
@@ -326,10 +330,6 @@ class MetaDestination(Destination):
     def remove(self, audience: str, identities: Sequence[str], options: MappingOptions) -> BatchResult:
         """Rows are rebuilt from the identities, grouped by the key schema they were added with."""
         result = BatchResult()
-        if self._opts(options).additive:
-            self.counters["removes_skipped_additive"] += len(identities)
-            result.accepted.extend(identities)
-            return result
         groups: dict[tuple[str, ...], dict[str, Row]] = {}
         for identity in identities:
             decoded = decode_identity(identity)
@@ -347,16 +347,10 @@ class MetaDestination(Destination):
         """One usersreplace session; only the final batch (``last_batch_flag``) swaps the audience.
 
         A failure part-way leaves the audience as it was; restart the whole replace (new session).
-        In additive mode this degrades to plain adds, since a replace removes.
+        The engine never replaces an additive mapping (a replace removes).
         """
         opts = self._opts(options)
         result = BatchResult()
-        if opts.additive:
-            for batch in batches:
-                partial = self.add(audience, batch, options)
-                result.accepted.extend(partial.accepted)
-                result.rejected.extend(partial.rejected)
-            return result
         total = sum(len(b) for b in batches) if isinstance(batches, Sequence) else None
         chunks = self._row_chunks(batches, opts.keys, result)
         current = next(chunks, None)

@@ -48,6 +48,7 @@ class MailchimpEmulator(EmulatorServer):
     """Start it, seed a list, point ``MailchimpConfig(base_url=emulator.base_url)`` at it."""
 
     name = "mailchimp"
+    state_attributes = ("lists", "segments", "campaigns", "activity", "_next_segment")
 
     def __init__(
         self,

@@ -37,6 +37,7 @@ class MetaEmulator(EmulatorServer):
     """Start it, ``create_audience(id)``, point ``MetaConfig(base_url=emulator.base_url)`` at it."""
 
     name = "meta"
+    state_attributes = ("audiences",)
 
     def __init__(
         self,

@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, ClassVar
 from urllib.parse import parse_qs, urlsplit
 
 
@@ -79,6 +79,8 @@ class EmulatorServer:
     """Routes, auth and faults for an emulator; subclasses register routes in ``__init__``."""
 
     name = "emulator"
+    #: the attributes that make up what the emulated service holds (the sandbox saves them between runs)
+    state_attributes: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, faults: Faults | None = None) -> None:
         self.faults = faults or Faults()
@@ -88,6 +90,17 @@ class EmulatorServer:
         self._httpd: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
         self._fault_lock = threading.Lock()
+
+    # -- what the service holds ----------------------------------------------------
+    def export_state(self) -> dict[str, Any]:
+        with self.lock:
+            return {name: getattr(self, name) for name in self.state_attributes}
+
+    def import_state(self, state: dict[str, Any]) -> None:
+        with self.lock:
+            for name in self.state_attributes:
+                if name in state:
+                    setattr(self, name, state[name])
 
     # -- routing -----------------------------------------------------------------
     def route(self, method: str, pattern: str, handler: Handler) -> None:

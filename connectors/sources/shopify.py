@@ -288,6 +288,8 @@ class ShopifySource(Source):
                 connection = body["data"].get(stream) or {}
                 nodes = connection.get("nodes") or []
                 page = self.parse_page(stream, nodes, page_no)
+                page.problems += [Problem(f"{stream} page {page_no}", p) for p in self.client.encoding_problems]
+                self.client.encoding_problems.clear()
                 if skip_time is not None:
                     page = _drop_seen(page, skip_time, skip_ids)
                 for record_id, updated in _updates(page):

@@ -6,6 +6,7 @@ New versions append to :data:`MIGRATIONS` and never edit an old one.
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Callable
 
@@ -58,13 +59,52 @@ def _v3_results_state(conn: Connection) -> None:
         conn.execute(schema.results_state.insert().values(id=1, version=1))
 
 
+def _add_missing_columns(conn: Connection, table_name: str, columns: dict[str, str]) -> None:
+    """``ALTER TABLE … ADD COLUMN`` for each of ``columns`` (name → SQL type and default) not there yet."""
+    present = {c["name"] for c in inspect(conn).get_columns(table_name)}
+    for name, ddl in columns.items():
+        if name not in present:
+            conn.execute(text(f"ALTER TABLE {table_name} ADD COLUMN {name} {ddl}"))
+
+
+def _v4_intents_and_privacy(conn: Connection) -> None:
+    """Write-ahead intents, fences, owed syncs; erasure progress, webhook dedup, data requests."""
+    _add_missing_columns(conn, "acknowledged", {"erasure_id": "INTEGER"})
+    _add_missing_columns(
+        conn,
+        "erasures",
+        {"kind": "VARCHAR(16) NOT NULL DEFAULT 'person'", "origin": "VARCHAR(32) NOT NULL DEFAULT 'cli'"},
+    )
+    for table in (
+        schema.inflight,
+        schema.mapping_state,
+        schema.sync_requests,
+        schema.erasure_targets,
+        schema.webhook_deliveries,
+        schema.data_requests,
+    ):
+        table.create(conn, checkfirst=True)
+    # an erasure recorded before v4 kept its customer keys (raw emails for guests) in ``detail``: keep
+    # only the customer ids and counts, which is all the audit needs
+    for row in conn.execute(select(schema.erasures.c.id, schema.erasures.c.detail)).all():
+        detail = json.loads(row.detail or "{}")
+        if "keys" in detail:
+            detail.pop("keys")
+            conn.execute(
+                update(schema.erasures).where(schema.erasures.c.id == row.id).values(detail=json.dumps(detail))
+            )
+
+
 MIGRATIONS: list[tuple[int, str, Migration]] = [
     (1, "initial schema", _v1_initial),
     (2, "ingest sequence and row numbers for the columnar snapshot", _v2_ingest_seq),
     (3, "write counter of recompute results", _v3_results_state),
+    (4, "write-ahead intents, fences, owed syncs, erasure progress, webhook dedup", _v4_intents_and_privacy),
 ]
 
 LATEST = MIGRATIONS[-1][0]
+#: PostgreSQL advisory lock held while migrating (an arbitrary constant: "audsync" in ASCII)
+MIGRATION_LOCK_KEY = 0x61756473796E63
 
 
 def current_version(conn: Connection) -> int:
@@ -77,6 +117,9 @@ def current_version(conn: Connection) -> int:
 def migrate(engine: Engine) -> int:
     """Bring the database to :data:`LATEST`; returns the version found before."""
     with engine.begin() as conn:
+        if conn.dialect.name == "postgresql":
+            # two workers starting together must not both migrate: the second waits, then finds it done
+            conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_KEY})
         schema.schema_version.create(conn, checkfirst=True)
         before = current_version(conn)
         if before > LATEST:

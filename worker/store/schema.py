@@ -108,6 +108,47 @@ acknowledged = Table(
     Column("identity", String(512), primary_key=True),
     Column("customer_key", String(320), nullable=False),
     Column("acked_at", TS, nullable=False),
+    #: v4: set when the person was erased: the row is owed a removal whatever the mapping's mode
+    Column("erasure_id", Integer),
+)
+
+#: v4: write-ahead intents. A batch's identities are recorded here before it is sent and settled by
+#: the destination's answer, so a batch applied but never recorded (worker killed) is still known
+#: to be possibly held: acknowledged ∪ in-flight adds is what the destination may hold.
+inflight = Table(
+    "inflight",
+    metadata,
+    Column("mapping", String(128), primary_key=True),
+    Column("identity", String(512), primary_key=True),
+    Column("op", String(8), nullable=False),
+    Column("customer_key", String(320), nullable=False),
+    Column("run_id", Integer),
+    Column("at", TS, nullable=False),
+    Column("erasure_id", Integer),
+)
+
+#: v4: per mapping, what a destination asked us to remember (e.g. the Mailchimp segment id it
+#: created) and the fence: the run whose writes count; a run that lost it stops recording
+mapping_state = Table(
+    "mapping_state",
+    metadata,
+    Column("mapping", String(128), primary_key=True),
+    Column("fence", Integer),
+    Column("remembered", Text, nullable=False, default="{}"),
+)
+
+#: v4: syncs owed per mapping (a resync, a full replace, an erasure's removals). The store, not the
+#: queue, says what is owed: a lost message leaves the row, and the next cycle runs it.
+sync_requests = Table(
+    "sync_requests",
+    metadata,
+    Column("mapping", String(128), primary_key=True),
+    Column("full", Boolean, nullable=False),
+    Column("reason", String(64), nullable=False),
+    Column("requested_at", TS, nullable=False),
+    Column("task_id", String(64)),
+    #: when the task was enqueued: a request whose message is older than the visibility bound was lost
+    Column("sent_at", TS),
 )
 
 rejected = Table(
@@ -157,7 +198,7 @@ pauses = Table(
     Column("reason", Text, nullable=False),
 )
 
-#: erasure audit: the hashed email only, never the address itself
+#: erasure audit: the hashed email only, never the address itself (``kind`` shop: the shop's domain hash)
 erasures = Table(
     "erasures",
     metadata,
@@ -166,6 +207,42 @@ erasures = Table(
     Column("requested_at", TS, nullable=False),
     Column("completed_at", TS),
     Column("detail", Text, nullable=False, default="{}"),
+    Column("kind", String(16), nullable=False, default="person"),  # v4
+    Column("origin", String(32), nullable=False, default="cli"),  # v4: cli, api, webhook
+)
+
+#: v4: per erasure and mapping, how many identities were held when it was requested; the mapping is
+#: complete when none of its acknowledged or in-flight rows carries the erasure any more
+erasure_targets = Table(
+    "erasure_targets",
+    metadata,
+    Column("erasure_id", Integer, primary_key=True),
+    Column("mapping", String(128), primary_key=True),
+    Column("held", Integer, nullable=False),
+    Column("completed_at", TS),
+)
+
+#: v4: every Shopify webhook delivery seen, by ``X-Shopify-Webhook-Id`` (Shopify retries and may
+#: deliver twice: a replay changes nothing)
+webhook_deliveries = Table(
+    "webhook_deliveries",
+    metadata,
+    Column("webhook_id", String(128), primary_key=True),
+    Column("topic", String(64), nullable=False),
+    Column("received_at", TS, nullable=False),
+    Column("outcome", String(200), nullable=False),
+)
+
+#: v4: customers/data_request and ``export-customer``: who asked (by hash), and when it was produced
+data_requests = Table(
+    "data_requests",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("email_sha256", String(64), nullable=False, index=True),
+    Column("customer_ids", Text, nullable=False, default="[]"),
+    Column("origin", String(32), nullable=False),
+    Column("requested_at", TS, nullable=False),
+    Column("exported_at", TS),
 )
 
 #: v2: counters of the columnar snapshot. ``seq`` grows with every order/customer write batch,

@@ -1,0 +1,87 @@
+"""Recompute results: profiles (who each customer key is) and segment membership."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from sqlalchemy import delete, func, select, update
+from sqlalchemy.engine import Connection
+
+from connectors.records import Member, member_from_profile
+from worker.store import schema
+from worker.store.base import StoreBase, chunks
+
+
+class ResultsQueries(StoreBase):
+    def bump_results(self, conn: Connection) -> int:
+        """Profiles or memberships are being written: returns the new results version (see persist.py)."""
+        state = schema.results_state.c
+        conn.execute(update(schema.results_state).values(version=state.version + 1))
+        return int(conn.execute(select(state.version)).scalar_one())
+
+    # -- recompute results -------------------------------------------------------------
+    def replace_profiles(self, rows: Sequence[Mapping[str, Any]]) -> None:
+        with self.engine.begin() as conn:
+            self.bump_results(conn)
+            conn.execute(delete(schema.profiles))
+            for chunk in chunks(list(rows), 5000):
+                conn.execute(schema.profiles.insert(), list(chunk))
+
+    def replace_segments(self, members: Mapping[str, Iterable[str]]) -> dict[str, dict[str, int]]:
+        """Store new membership; returns per segment the size, joined and left counts."""
+        changes: dict[str, dict[str, int]] = {}
+        with self.engine.begin() as conn:
+            self.bump_results(conn)
+            for segment, keys in members.items():
+                new = set(keys)
+                old = {
+                    r[0]
+                    for r in conn.execute(
+                        select(schema.segment_members.c.customer_key).where(schema.segment_members.c.segment == segment)
+                    )
+                }
+                joined, left = new - old, old - new
+                for chunk in chunks(sorted(left)):
+                    conn.execute(
+                        delete(schema.segment_members).where(
+                            schema.segment_members.c.segment == segment,
+                            schema.segment_members.c.customer_key.in_(chunk),
+                        )
+                    )
+                for chunk in chunks(sorted(joined), 5000):
+                    conn.execute(
+                        schema.segment_members.insert(),
+                        [{"segment": segment, "customer_key": k} for k in chunk],
+                    )
+                changes[segment] = {"size": len(new), "joined": len(joined), "left": len(left)}
+            stale = conn.execute(select(schema.segment_members.c.segment).distinct()).scalars().all()
+            for segment in set(stale) - set(members):
+                conn.execute(delete(schema.segment_members).where(schema.segment_members.c.segment == segment))
+        return changes
+
+    def segment_keys(self, segment: str) -> set[str]:
+        with self.engine.connect() as conn:
+            return set(
+                conn.execute(
+                    select(schema.segment_members.c.customer_key).where(schema.segment_members.c.segment == segment)
+                ).scalars()
+            )
+
+    def segment_sizes(self) -> dict[str, int]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(schema.segment_members.c.segment, func.count()).group_by(schema.segment_members.c.segment)
+            ).all()
+        return {str(segment): int(n) for segment, n in rows}
+
+    def members(self, keys: Iterable[str]) -> dict[str, Member]:
+        """Profiles of ``keys`` as destination members (keys with no profile are left out)."""
+        wanted = sorted(set(keys))
+        found: dict[str, Member] = {}
+        p = schema.profiles.c
+        with self.engine.connect() as conn:
+            for chunk in chunks(wanted, 5000):
+                for row in conn.execute(select(schema.profiles).where(p.customer_key.in_(chunk))):
+                    found[row.customer_key] = member_from_profile(row.customer_key, dict(row._mapping))
+        return found
