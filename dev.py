@@ -67,7 +67,11 @@ def test(args: list[str]) -> int:
     if compose:
         steps.append([*compose, "-f", "docker-compose.yml", "config", "--quiet"])
     else:
-        print("docker compose not found: skipping the docker-compose.yml check", flush=True)
+        print(
+            "docker-compose.yml check skipped: no compose CLI here (neither the `docker compose` plugin "
+            "nor `docker-compose`)",
+            flush=True,
+        )
     for step in steps:
         if run(*step, check=False) != 0:
             print(f"FAILED: {' '.join(str(s) for s in step)}", flush=True)

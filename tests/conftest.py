@@ -102,3 +102,34 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         for line in found[:5]:
             print("   ", line[:200])
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+# -- what ran: database back-ends and services, said at the end of every run ------------------------
+
+_BACKENDS: dict[str, dict[str, int]] = {"sqlite": {"passed": 0, "skipped": 0}, "postgres": {"passed": 0, "skipped": 0}}
+_SKIP_REASONS: dict[str, str] = {}
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    for backend in _BACKENDS:
+        if f"[{backend}" in report.nodeid or f"-{backend}]" in report.nodeid:
+            if report.skipped:
+                _BACKENDS[backend]["skipped"] += 1
+                if isinstance(report.longrepr, tuple):
+                    _SKIP_REASONS[backend] = str(report.longrepr[2]).removeprefix("Skipped: ")
+            elif report.when == "call" and report.passed:
+                _BACKENDS[backend]["passed"] += 1
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    from tests.services import DEFAULT_POSTGRES, DEFAULT_REDIS, describe_redis
+
+    write = terminalreporter.write_line
+    write("")
+    write("back-ends and services this run used:")
+    for backend, counts in _BACKENDS.items():
+        ran = f"{counts['passed']} tests passed"
+        skipped = f"; {counts['skipped']} skipped ({_SKIP_REASONS.get(backend, '')})" if counts["skipped"] else ""
+        where = " at " + DEFAULT_POSTGRES.split("@")[-1] if backend == "postgres" else ""
+        write(f"  {backend}{where}: {ran}{skipped}")
+    write(f"  redis: {describe_redis() or 'none (Redis tests skipped)'} (configured {DEFAULT_REDIS})")

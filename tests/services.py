@@ -39,10 +39,18 @@ def _answers(url: str) -> bool:
         return False
 
 
+_REDIS_USED: list[str] = []
+
+
+def describe_redis() -> str | None:
+    return _REDIS_USED[0] if _REDIS_USED else None
+
+
 @contextmanager
 def redis_server() -> Iterator[str | None]:
     """A Redis URL: the configured one if it answers, else a throwaway ``redis-server``, else None."""
     if _answers(DEFAULT_REDIS):
+        _REDIS_USED.append("the local server")
         yield DEFAULT_REDIS
         return
     binary = shutil.which("redis-server")
@@ -69,6 +77,7 @@ def redis_server() -> Iterator[str | None]:
         stderr=subprocess.DEVNULL,
     )
     url = f"redis://127.0.0.1:{port}/0"
+    _REDIS_USED.append(f"a throwaway redis-server on port {port} (none answered at the configured URL)")
     try:
         deadline = time.monotonic() + 10
         while not _answers(url):

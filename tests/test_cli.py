@@ -42,7 +42,20 @@ def test_run_resync_and_status_on_the_embedded_defaults(tmp_path: Path, redis_ur
     queued = cli("resync", "buyers-meta", "--full", cwd=tmp_path, env=env)
     assert queued.returncode == 0, queued.stderr
     assert "queued full replace of buyers-meta" in queued.stdout
+    assert "no worker is consuming queue" in queued.stdout  # nobody listens: say so, not just "queued"
     assert redis.Redis.from_url(redis_url).llen(f"{key_prefix}:celery:{key_prefix}-q") == 1
+    again = cli("resync", "buyers-meta", cwd=tmp_path, env=env)
+    assert "was already owed" in again.stdout  # coalesced: one task, not two
+    assert redis.Redis.from_url(redis_url).llen(f"{key_prefix}:celery:{key_prefix}-q") == 1
+
+    from tests.services import free_port
+
+    down = cli(
+        "resync", "buyers-file", cwd=tmp_path, env={"AUDIENCE_SYNC_REDIS_URL": f"redis://127.0.0.1:{free_port()}/0"}
+    )
+    assert down.returncode == 2 and down.stdout == ""
+    assert down.stderr.count("\n") == 1, down.stderr  # one line, no traceback
+    assert "did not answer" in down.stderr and "--inline" in down.stderr
 
     status = cli("status", cwd=tmp_path)
     assert "buyers-file" in status.stdout and "pull" in status.stdout

@@ -259,3 +259,36 @@ def test_every_segments_example_in_the_docs_is_a_valid_definition() -> None:
     for example in examples:
         config = SegmentsConfig.model_validate(example["segments"])
         assert set(example["segments"]["definitions"]) <= set(config.resolved())
+
+
+def test_preview_eligible_equals_what_the_next_sync_leaves_acknowledged_for_every_sandbox_mapping(
+    sqlite_url: str, tmp_path: Path
+) -> None:
+    """One eligibility rule: preview, dry run and sync agree (a guest without an email, say)."""
+    from connectors.emulators.synthetic import SyntheticStore
+    from tests.test_cycle_e2e import _sandbox_config
+    from worker.cycle import pull, sync_mapping
+    from worker.factory import make_runtime
+    from worker.preview import preview_store
+    from worker.sandbox import Sandbox
+
+    now = datetime(2026, 6, 1, 12, tzinfo=UTC)
+    shop = SyntheticStore(seed=8, customers=300, now=now)
+    with Sandbox(now, store=shop) as sandbox:
+        config, settings = sandbox.resolve(_sandbox_config(tmp_path), make_settings(database_url=sqlite_url))
+        store = open_store(sqlite_url)
+        runtime = make_runtime(settings)
+        pull(store, config, settings, runtime, now=now)
+        recompute(store, config, now)
+        shown = {
+            t.mapping: (t.eligible, s.size)
+            for s in preview_store(store, config, settings, now).segments
+            for t in s.targets
+        }
+        assert set(shown) == set(config.mappings)
+        assert any(eligible < size for eligible, size in shown.values())  # some members are not eligible
+        for name in config.mappings:
+            result = sync_mapping(store, config, settings, runtime, name, now=now)
+            assert result.rejected == 0
+            assert shown[name][0] == result.eligible == len(store.acknowledged(name)), name
+        store.dispose()

@@ -149,3 +149,28 @@ def test_a_bad_config_file_names_the_file_the_key_and_the_expectation(tmp_path: 
         load_config(path)
     assert str(path) in str(caught.value)
     assert expected in str(caught.value)
+
+
+def test_a_file_audience_is_its_current_membership_and_files_are_owner_only(tmp_path: Path) -> None:
+    """Removal leaves no trace of the person in the file; database, audience and cache are 0600."""
+    import stat
+
+    from worker.store.snapshot import snapshot_for
+
+    database = tmp_path / "private" / "store.sqlite3"
+    store = open_store(f"sqlite:///{database}")
+    config = _config(tmp_path, kind="email", identifier="email")
+    keys = seed_segment(store, "buyers", 5)
+    _sync(store, config)
+    path = audience_path(tmp_path / "aud", "buyers")
+    assert path.read_text().splitlines() == ["email", *sorted(f"member{k[1:]}@example.com" for k in keys)]
+    store.replace_segments({"buyers": keys[1:]})
+    _sync(store, config)
+    assert "member0@example.com" not in path.read_text()  # gone, not a "remove" line naming them again
+    assert not list(path.parent.glob(".*"))  # no temporary file left behind
+    snapshot_for(store).refresh()
+    snapshot_for(store).save()
+    cache = database.with_name(database.name + ".snapshot.npz")
+    for created in (database, path, cache):
+        assert stat.S_IMODE(created.stat().st_mode) == 0o600, created
+    store.dispose()

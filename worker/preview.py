@@ -18,7 +18,7 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
-from connectors.records import Consent, Member
+from connectors.records import Member, member_from_profile
 from connectors.redact import mask_email
 from worker.config import AppConfig
 from worker.factory import build_destination, make_runtime
@@ -26,6 +26,7 @@ from worker.segments import CustomerTable, SegmentDefinition, build_customer_tab
 from worker.segments import segment_revenue_share as revenue_share
 from worker.settings import Settings
 from worker.store import Store
+from worker.sync import desired_identities
 
 #: above this Jaccard overlap two segments are reported as near-duplicates
 NEAR_DUPLICATE = 0.9
@@ -315,19 +316,10 @@ def build_preview(
 
 
 def _member_objects(table: CustomerTable, keys: pd.Index) -> list[Member]:
-    rows = table.frame.loc[keys, ["email", "phone", "first_name", "last_name", "country", "email_consent"]]
-    return [
-        Member(
-            key=str(key),
-            email=email,
-            phone=phone,
-            first_name=first,
-            last_name=last,
-            country=country,
-            email_consent=Consent(consent or Consent.UNKNOWN.value),
-        )
-        for key, email, phone, first, last, country, consent in rows.itertuples(name=None)
-    ]
+    """The segment's members as the sync will see them: the same profile rows, the same conversion."""
+    from worker.cycle import profile_rows
+
+    return [member_from_profile(row["customer_key"], row) for row in profile_rows(table.frame.loc[keys])]
 
 
 def mapping_targets(
@@ -343,7 +335,7 @@ def mapping_targets(
         destination = build_destination(mapping.destination, dest_config, settings, runtime)
         try:
             people = _member_objects(table, members[mapping.segment])
-            eligible = sum(1 for m in people if destination.ineligible_reason(m) is None)
+            eligible = len(desired_identities(destination, people, config.options[name])[0])
             kind = destination.audience_kind
             minimum = destination.targeting_minimum
         finally:
