@@ -3,6 +3,7 @@ in-process ``run`` command both call these; nothing here knows how it was schedu
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from dataclasses import dataclass
@@ -155,6 +156,8 @@ def sync_mapping(
         # lost the lock or the fence: another worker holds the mapping now; this run was cut short
         status = "interrupted" if isinstance(exc, LockLost | FenceLost) else "failed"
         _finish_quietly(store, run_id, status, {"full": full}, describe_error(exc))
+        with contextlib.suppress(SQLAlchemyError):
+            store.release_sync_request(name)
         raise
     finally:
         if destination is None:
@@ -168,6 +171,8 @@ def sync_mapping(
     store.finish_run(run_id, result.status, {**result.counts(), "full": full}, result.error)
     if result.status in ("ok", "partial") and not only_erasures:
         result.owed_again = store.settle_sync_request(name, started_at)
+    elif not only_erasures:
+        store.release_sync_request(name)
     if store.settle_erasures():
         store.flush_deleted()  # the last rows naming erased people are gone: from the disk too
     return result

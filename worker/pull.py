@@ -24,6 +24,7 @@ from connectors.runtime import Runtime
 from worker.config import AppConfig
 from worker.factory import build_source
 from worker.ingest import Validated, validate_customers, validate_orders
+from worker.locks import LockLost
 from worker.settings import Settings
 from worker.store import Store, schema
 
@@ -189,6 +190,7 @@ def pull(
     started = time.monotonic()
     source = build_source(config.source, settings, runtime)
     overlap = timedelta(minutes=settings.overlap_minutes)
+    reported = 0.0
     try:
         erased_hashes, erased_ids = store.suppressed()
         for stream in source.streams:
@@ -212,6 +214,9 @@ def pull(
                 if page.max_updated_at and (watermark is None or page.max_updated_at > watermark):
                     watermark = page.max_updated_at
                     store.set_watermark(source.kind, stream, watermark)
+                if time.monotonic() - reported >= 1.0:  # live progress in the run row, about once a second
+                    store.update_run(run_id, result.counts())
+                    reported = time.monotonic()
                 if progress:
                     progress({"stream": stream, **result.counts()})
                 if deadline is not None and time.monotonic() >= deadline:
@@ -223,6 +228,9 @@ def pull(
             from worker.engagement import pull_engagement
 
             result.engagement = pull_engagement(store, config, settings, runtime, now or utc_now())
+    except LockLost as exc:  # another worker may hold the cycle now: stop, say so, and let the task retry
+        result.status, result.error = "interrupted", str(exc)
+        raise
     except ConfigError as exc:
         result.status, result.error = "needs_attention", exc.message
     except ConnectorError as exc:

@@ -204,7 +204,8 @@ class MappingSync:
             plan.ineligible,
         )
         result.skipped_rejected = plan.skipped_rejected
-        if full and self.destination.supports_replace and not (only_erasures or self.additive):
+        # a native replace needs someone to replace with: an empty segment is a plain removal of all
+        if full and self.destination.supports_replace and plan.desired and not (only_erasures or self.additive):
             self._replace(result, plan)
             return
         result.pending_adds, result.pending_removes = len(plan.diff.adds), len(plan.diff.removes)

@@ -57,6 +57,8 @@ def _wait_for_lock(task: Task, kind: str, mapping: str | None, lock: RedisLock) 
     if task.request.retries >= tries:
         holder = lock.holder() or {}
         run_id = ctx.store.start_run(kind, mapping, task.request.id)
+        if mapping is not None:
+            ctx.store.release_sync_request(mapping)
         ctx.store.finish_run(
             run_id,
             "deferred",
@@ -81,6 +83,9 @@ def _under_lock(task: Task, kind: str, name: str, mapping: str | None, work: Cal
     try:
         with lock.heartbeat():
             return work(lock)
+    except LockLost as exc:
+        log.warning("%s stopped: %s; retrying", kind, exc)
+        raise task.retry(countdown=5) from None
     except REDIS_FAULTS as exc:
         log.warning("%s: lost the connection to Redis (%s); retrying the task", kind, type(exc).__name__)
         raise task.retry(countdown=5, exc=exc) from None
@@ -177,22 +182,18 @@ def sync_mapping_task(self: Task, mapping: str, full: bool = False, resume_run: 
         return {"status": "given_up"}
 
     def work(lock: RedisLock) -> dict[str, Any]:
-        try:
-            result = sync_mapping(
-                ctx.store,
-                ctx.config,
-                ctx.settings,
-                ctx.runtime,
-                mapping,
-                full=full,
-                task_id=self.request.id,
-                progress=lambda _: lock.check(),
-                deadline=_budget(),
-                resume_run=resume_run,
-            )
-        except LockLost as exc:
-            log.warning("sync of %s stopped: %s", mapping, exc)
-            return {"status": "interrupted"}
+        result = sync_mapping(
+            ctx.store,
+            ctx.config,
+            ctx.settings,
+            ctx.runtime,
+            mapping,
+            full=full,
+            task_id=self.request.id,
+            progress=lambda _: lock.check(),
+            deadline=_budget(),
+            resume_run=resume_run,
+        )
         if result.more:
             # checkpointed: the continuation resumes the same run row from what is acknowledged
             sync_mapping_task.apply_async(args=[mapping], kwargs={"full": full, "resume_run": result.run_id})

@@ -42,6 +42,27 @@ class Response:
 
 
 @dataclass
+class Scripted:
+    """A fault aimed at the next ``times`` requests matching ``method`` and ``path`` (a regex).
+
+    ``torn``: the request is applied, the answer torn (as a proxy cutting it); ``drop``: applied,
+    then the connection dropped before any answer; ``invalid_utf8``: applied, and a byte that is
+    not UTF-8 put into the answer; ``hook``: applied, then ``hook(request)`` runs before the answer
+    goes (a test kills the client there, or cuts its database connections).
+    """
+
+    method: str
+    path: str
+    fault: str
+    times: int = 1
+    hook: Callable[[Request], None] | None = None
+    #: matching requests to let through untouched first (aim at the third batch, say)
+    after: int = 0
+    fired: int = 0
+    seen: int = 0
+
+
+@dataclass
 class Faults:
     """Faults to inject, each drawn per request from a seeded generator (reproducible runs).
 
@@ -58,6 +79,7 @@ class Faults:
     malformed_rate: float = 0.0
     latency: float = 0.0
     seed: int = 7
+    script: list[Scripted] = field(default_factory=list)
     rng: random.Random = field(init=False)
 
     def __post_init__(self) -> None:
@@ -176,8 +198,34 @@ class EmulatorServer:
                 if fault == "malformed":
                     # the handler's effect happened; only the answer is torn, as a proxy would
                     response = Response(response.status, raw=b'{"truncated": ', headers=response.headers)
-                return response
+                return self._scripted(request, response)
         return Response(404, {"error": f"no route {request.method} {request.path}"})
+
+    def _scripted(self, request: Request, response: Response) -> Response | None:
+        with self._fault_lock:
+            aimed = None
+            for candidate in self.faults.script:
+                if candidate.method != request.method or not re.search(candidate.path, request.path):
+                    continue
+                candidate.seen += 1
+                if candidate.seen > candidate.after and candidate.fired < candidate.times:
+                    candidate.fired += 1
+                    aimed = candidate
+                    break
+        if aimed is None:
+            return response
+        if aimed.fault == "torn":
+            return Response(response.status, raw=b'{"truncated": ', headers=response.headers)
+        if aimed.fault == "drop":
+            return None
+        if aimed.fault == "invalid_utf8":
+            payload = response.raw if response.raw is not None else json.dumps(response.body).encode()
+            at = payload.find(b'": "')
+            payload = payload[: at + 4] + b"\xff" + payload[at + 4 :] if at >= 0 else payload + b"\xff"
+            return Response(response.status, raw=payload, headers=response.headers, content_type=response.content_type)
+        if aimed.hook is not None:
+            aimed.hook(request)
+        return response
 
     # -- lifecycle ---------------------------------------------------------------
     def start(self, host: str = "127.0.0.1", port: int = 0) -> str:

@@ -288,6 +288,16 @@ class MembershipQueries(StoreBase):
             conn.execute(delete(schema.sync_requests).where(s.mapping == mapping, s.requested_at <= started_at))
             return conn.execute(select(s.mapping).where(s.mapping == mapping)).first() is not None
 
+    def release_sync_request(self, mapping: str) -> None:
+        """The task serving the request ended without settling it (failed, deferred): the request
+        stays owed, and the next ask (the cycle's, a person's) sends a new task at once."""
+        with self.engine.begin() as conn:
+            conn.execute(
+                update(schema.sync_requests)
+                .where(schema.sync_requests.c.mapping == mapping)
+                .values(task_id=None, sent_at=None)
+            )
+
     @staticmethod
     def _request(row: Any) -> SyncRequest:
         return SyncRequest(
