@@ -8,8 +8,6 @@ import json
 import os
 import shutil
 import signal
-import subprocess
-import tempfile
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -26,7 +24,7 @@ from connectors.emulators.shopify import DEFAULT_TOKEN, ShopifyEmulator
 from connectors.emulators.synthetic import SyntheticStore
 from connectors.identifiers import sha256_hex
 from tests.helpers import seed_segment, write_config
-from tests.services import free_port
+from tests.services import ThrowawayRedis
 from tests.worker_process import CeleryWorker, wait_for
 from worker.celery_app import make_celery
 from worker.locks import RedisLock
@@ -146,54 +144,6 @@ def test_a_killed_pool_child_is_redelivered_at_once_and_takes_over_its_dead_lock
         assert "took over" in log and "deferred" not in log
         store.dispose()
         app.close()
-
-
-class ThrowawayRedis:
-    """A redis-server of this test's own (never the shared one), which the test may restart."""
-
-    def __init__(self) -> None:
-        self.port = free_port()
-        self.dir = tempfile.mkdtemp(prefix="as-redis-")
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        binary = shutil.which("redis-server")
-        assert binary is not None
-        self.proc = subprocess.Popen(
-            [
-                binary,
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                self.dir,
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        wait_for(lambda: self._answers(), 10, "redis-server to start")
-
-    def _answers(self) -> bool:
-        try:
-            return bool(redis.Redis.from_url(self.url, socket_connect_timeout=0.5).ping())
-        except redis.RedisError:
-            return False
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            self.proc.kill()
-            self.proc.wait(10)
-            self.proc = None
-
-    def close(self) -> None:
-        self.stop()
-        shutil.rmtree(self.dir, ignore_errors=True)
 
 
 @pytest.mark.skipif(shutil.which("redis-server") is None, reason="needs a redis-server binary to restart")

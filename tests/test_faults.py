@@ -333,3 +333,16 @@ def test_a_database_cut_during_a_pull_fails_the_run_visibly_and_keeps_the_waterm
         assert store.counts() == {"orders": len(shop.orders), "customers": len(shop.customers)}
         assert store.recent_runs()[1].status == "interrupted"
         store.dispose()
+
+
+def test_a_full_resync_of_an_empty_segment_is_a_plain_removal_not_a_failure(rig: Rig) -> None:
+    store = open_store(rig.settings.database_url)
+    keys = seed_segment(store, "buyers", 20)
+    assert rig.sync(store).added == 20
+    store.replace_segments({"buyers": []})
+    emptied = rig.sync(store, full=True)
+    assert (emptied.status, emptied.removed) == ("ok", 20) and rig.audience() == set()
+    nothing = rig.sync(store, full=True)
+    assert (nothing.status, nothing.added, nothing.removed) == ("ok", 0, 0)
+    assert keys
+    store.dispose()

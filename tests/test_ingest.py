@@ -77,3 +77,13 @@ def test_customer_identifiers_are_normalized() -> None:
     assert (first["email"], first["phone"], first["country"]) == ("jane@example.com", "+12125650000", "US")
     assert (second["email"], second["phone"]) == (None, None)
     assert result.warnings == [("c2", "invalid email ignored"), ("c2", "invalid phone ignored")]
+
+
+def test_a_duplicate_customer_id_keeps_the_newest_copy_and_is_reported() -> None:
+    older = CustomerRecord(customer_id="c1", source="test", email="old@example.com", updated_at=T)
+    newer = CustomerRecord(customer_id="c1", source="test", email="new@example.com", updated_at=T.replace(day=2))
+    result = validate_customers([newer, older])
+    assert [c["email"] for c in result.customers] == ["new@example.com"]
+    assert result.warnings == [
+        ("c1", "duplicate id in the same batch: kept the latest copy (newest updatedAt, then the later one)")
+    ]

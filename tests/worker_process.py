@@ -11,8 +11,9 @@ from pathlib import Path
 
 
 class CeleryWorker:
-    def __init__(self, env: dict[str, str], queue: str, log_path: Path) -> None:
+    def __init__(self, env: dict[str, str], queue: str, log_path: Path, concurrency: int = 1) -> None:
         self.env = {**os.environ, **env}
+        self.concurrency = concurrency
         self.queue = queue
         self.log_path = log_path
         self.proc: subprocess.Popen[bytes] | None = None
@@ -33,7 +34,7 @@ class CeleryWorker:
                 "-Q",
                 self.queue,
                 "-c",
-                "1",
+                str(self.concurrency),
                 "--pool",
                 "prefork",
                 "--without-gossip",
