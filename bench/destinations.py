@@ -16,14 +16,14 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 
-from connectors.destinations.base import Destination
-from connectors.destinations.file import FileConfig, FileDestination
-from connectors.destinations.mailchimp import MailchimpConfig, MailchimpDestination
-from connectors.destinations.meta import MetaConfig, MetaDestination
-from connectors.emulators.mailchimp import MailchimpEmulator
-from connectors.emulators.meta import MetaEmulator
-from connectors.emulators.server import EmulatorServer, Faults
-from connectors.runtime import Runtime
+from connectors.file.destination import FileConfig, FileDestination
+from connectors.kernel.destination import Destination
+from connectors.kernel.emulator import EmulatorServer, Faults
+from connectors.kernel.runtime import Runtime
+from connectors.mailchimp.destination import MailchimpConfig, MailchimpDestination
+from connectors.mailchimp.emulator import MailchimpEmulator
+from connectors.meta.destination import MetaConfig, MetaDestination
+from connectors.meta.emulator import MetaEmulator
 from worker.config import parse_config
 from worker.cycle import sync_mapping
 from worker.factory import make_runtime

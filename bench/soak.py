@@ -29,10 +29,10 @@ from pathlib import Path
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
-from connectors.destinations.file import audience_path, read_audience
-from connectors.destinations.meta import encode_identity
-from connectors.emulators.mailchimp import MailchimpEmulator
-from connectors.emulators.meta import MetaEmulator
+from connectors.file.destination import audience_path, read_audience
+from connectors.mailchimp.emulator import MailchimpEmulator
+from connectors.meta.destination import encode_identity
+from connectors.meta.emulator import MetaEmulator
 from tests.services import ThrowawayRedis
 from tests.worker_process import CeleryWorker
 from worker.celery_app import make_celery

@@ -1,1 +1,3 @@
-"""Everything that speaks to an outside API: sources, destinations, the shared HTTP core and emulators."""
+"""Everything that speaks to an outside API: one shared kernel (``connectors.kernel``) and one folder per
+vendor, each holding its connector(s), its contract emulator, its API description and a declaration
+(``VENDOR`` in its ``__init__``) that registers it. Nothing central lists vendors."""

@@ -57,7 +57,7 @@ def sqlite_url(tmp_path: Path) -> str:
 
 
 def make_settings(**overrides: object) -> Settings:
-    return Settings(_env_file=None, **overrides)  # type: ignore[call-arg]
+    return Settings(_env_file=None, **{"env_file": None, **overrides})  # type: ignore[call-arg,arg-type]
 
 
 # -- privacy: no email address or secret in any log line of the whole test run --------------------
@@ -82,7 +82,7 @@ LOG_COLLECTOR = _LogCollector()
 
 def leaks(lines: list[str], secrets: tuple[str, ...] = KNOWN_SECRETS) -> list[str]:
     """Lines that contain an email address or a known secret."""
-    from connectors.redact import _EMAIL
+    from connectors.kernel.redact import _EMAIL
 
     return [line for line in lines if _EMAIL.search(line) or any(s in line for s in secrets)]
 

@@ -15,12 +15,12 @@ from typing import Any, ClassVar
 
 import pytest
 
-from connectors.destinations.base import Destination, DestinationConfig, MappingOptions
-from connectors.emulators.server import EmulatorServer, Faults
-from connectors.errors import ConfigError
-from connectors.records import Consent, Member
-from connectors.registry import destination_class
-from connectors.runtime import Runtime
+from connectors.kernel.destination import Destination, DestinationConfig, MappingOptions
+from connectors.kernel.emulator import EmulatorServer, Faults
+from connectors.kernel.errors import ConfigError
+from connectors.kernel.records import Consent, Member
+from connectors.kernel.runtime import Runtime
+from connectors.kernel.vendor import destination_class
 
 
 class DestinationContract:

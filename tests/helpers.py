@@ -5,7 +5,7 @@ from __future__ import annotations
 import textwrap
 from pathlib import Path
 
-from connectors.records import Consent
+from connectors.kernel.records import Consent
 from worker.config import AppConfig
 from worker.sandbox import Sandbox
 from worker.store import Store
@@ -36,10 +36,10 @@ def seed_segment(
 
 def audience_now(sandbox: Sandbox, config: AppConfig, mapping_name: str) -> set[str]:
     """What the destination holds for a mapping, as identities in our own format."""
-    from connectors.destinations.file import audience_path, read_audience
-    from connectors.destinations.meta import encode_identity
-    from connectors.emulators.mailchimp import MailchimpEmulator
-    from connectors.emulators.meta import MetaEmulator
+    from connectors.file.destination import audience_path, read_audience
+    from connectors.mailchimp.emulator import MailchimpEmulator
+    from connectors.meta.destination import encode_identity
+    from connectors.meta.emulator import MetaEmulator
 
     mapping = config.mappings[mapping_name]
     dest = config.destinations[mapping.destination]

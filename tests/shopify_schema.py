@@ -5,7 +5,7 @@ from __future__ import annotations
 from graphql import GraphQLSchema, parse, specified_rules, validate
 from graphql.validation import NoDeprecatedCustomRule
 
-from connectors.emulators.shopify import load_schema
+from connectors.shopify.emulator import load_schema
 
 
 def admin_schema() -> GraphQLSchema:

@@ -16,13 +16,13 @@ from pathlib import Path
 import pytest
 import redis
 
-from connectors.destinations.file import audience_path, read_audience
-from connectors.destinations.meta import encode_identity
-from connectors.emulators.meta import MetaEmulator
-from connectors.emulators.server import Faults
-from connectors.emulators.shopify import DEFAULT_TOKEN, ShopifyEmulator
-from connectors.emulators.synthetic import SyntheticStore
-from connectors.identifiers import sha256_hex
+from connectors.file.destination import audience_path, read_audience
+from connectors.kernel.emulator import Faults
+from connectors.kernel.identifiers import sha256_hex
+from connectors.meta.destination import encode_identity
+from connectors.meta.emulator import MetaEmulator
+from connectors.shopify.emulator import DEFAULT_TOKEN, ShopifyEmulator
+from connectors.shopify.synthetic import SyntheticStore
 from tests.helpers import seed_segment, write_config
 from tests.services import ThrowawayRedis
 from tests.worker_process import CeleryWorker, wait_for

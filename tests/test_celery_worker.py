@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from connectors.destinations.file import audience_path, read_audience
-from connectors.identifiers import sha256_hex
+from connectors.file.destination import audience_path, read_audience
+from connectors.kernel.identifiers import sha256_hex
 from tests.helpers import seed_segment, write_config
 from tests.worker_process import CeleryWorker, wait_for
 from worker.celery_app import make_celery
@@ -103,8 +103,8 @@ def test_worker_runs_a_whole_cycle_from_the_shopify_emulator(
 ) -> None:
     from datetime import UTC, datetime
 
-    from connectors.emulators.shopify import DEFAULT_TOKEN, ShopifyEmulator
-    from connectors.emulators.synthetic import SyntheticStore
+    from connectors.shopify.emulator import DEFAULT_TOKEN, ShopifyEmulator
+    from connectors.shopify.synthetic import SyntheticStore
 
     now = datetime.now(UTC)
     shop = SyntheticStore(seed=5, customers=300, now=now)
@@ -151,10 +151,10 @@ def test_worker_runs_a_whole_cycle_from_the_shopify_emulator(
 def test_sigkill_mid_sync_to_a_real_destination_converges(
     platform: str, worker_env: dict[str, str], celery_worker: CeleryWorker, tmp_path: Path
 ) -> None:
-    from connectors.destinations.meta import encode_identity
-    from connectors.emulators.mailchimp import MailchimpEmulator
-    from connectors.emulators.meta import MetaEmulator
-    from connectors.emulators.server import Faults
+    from connectors.kernel.emulator import Faults
+    from connectors.mailchimp.emulator import MailchimpEmulator
+    from connectors.meta.destination import encode_identity
+    from connectors.meta.emulator import MetaEmulator
 
     count = 6_000 if platform == "mailchimp" else 30_000
     emulator: MailchimpEmulator | MetaEmulator

@@ -8,9 +8,9 @@ import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from connectors.destinations.file import audience_path, read_audience
-from connectors.emulators.synthetic import SyntheticStore
-from connectors.identifiers import sha256_hex
+from connectors.file.destination import audience_path, read_audience
+from connectors.kernel.identifiers import sha256_hex
+from connectors.shopify.synthetic import SyntheticStore
 from tests.conftest import make_settings
 from tests.helpers import audience_now
 from worker.config import load_config

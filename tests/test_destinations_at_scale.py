@@ -14,14 +14,14 @@ from typing import Any
 
 import pytest
 
-from connectors.destinations.base import Destination
-from connectors.destinations.mailchimp import MailchimpConfig, MailchimpDestination
-from connectors.destinations.meta import MetaConfig, MetaDestination
-from connectors.emulators.mailchimp import MailchimpEmulator
-from connectors.emulators.meta import MetaEmulator
-from connectors.emulators.server import EmulatorServer, Faults
-from connectors.identifiers import sha256_hex
-from connectors.runtime import Runtime
+from connectors.kernel.destination import Destination
+from connectors.kernel.emulator import EmulatorServer, Faults
+from connectors.kernel.identifiers import sha256_hex
+from connectors.kernel.runtime import Runtime
+from connectors.mailchimp.destination import MailchimpConfig, MailchimpDestination
+from connectors.mailchimp.emulator import MailchimpEmulator
+from connectors.meta.destination import MetaConfig, MetaDestination
+from connectors.meta.emulator import MetaEmulator
 from tests.conftest import make_settings
 from tests.helpers import write_config
 from worker.config import load_config
@@ -70,7 +70,7 @@ def _meta() -> Scenario:
     emulator = MetaEmulator(access_token="scale-token", faults=Faults(error_rate=0.10, throttle_storm=10, seed=3))
     emulator.start()
     emulator.create_audience("A1")
-    from connectors.destinations.meta import encode_identity
+    from connectors.meta.destination import encode_identity
 
     return Scenario(
         "meta",

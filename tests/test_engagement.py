@@ -5,8 +5,8 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from connectors.emulators.mailchimp import MailchimpEmulator
-from connectors.emulators.synthetic import SyntheticStore
+from connectors.mailchimp.emulator import MailchimpEmulator
+from connectors.shopify.synthetic import SyntheticStore
 from tests.conftest import make_settings
 from tests.test_cycle_e2e import _sandbox_config
 from worker.runner import run_cycle

@@ -17,8 +17,8 @@ import httpx
 import pytest
 from sqlalchemy import select
 
-from connectors.emulators.synthetic import SyntheticStore
-from connectors.identifiers import sha256_hex
+from connectors.kernel.identifiers import sha256_hex
+from connectors.shopify.synthetic import SyntheticStore
 from tests.conftest import make_settings
 from tests.helpers import audience_now
 from tests.services import serve_asgi

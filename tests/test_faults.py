@@ -23,12 +23,12 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
 
-from connectors.destinations.meta import encode_identity
-from connectors.emulators.mailchimp import MailchimpEmulator
-from connectors.emulators.meta import MetaEmulator
-from connectors.emulators.server import Faults, Request, Scripted
-from connectors.emulators.shopify import DEFAULT_TOKEN, ShopifyEmulator
-from connectors.emulators.synthetic import SyntheticStore
+from connectors.kernel.emulator import Faults, Request, Scripted
+from connectors.mailchimp.emulator import MailchimpEmulator
+from connectors.meta.destination import encode_identity
+from connectors.meta.emulator import MetaEmulator
+from connectors.shopify.emulator import DEFAULT_TOKEN, ShopifyEmulator
+from connectors.shopify.synthetic import SyntheticStore
 from tests.conftest import make_settings
 from tests.helpers import seed_segment, write_config
 from worker.config import AppConfig, load_config
@@ -106,7 +106,7 @@ def rig(request: pytest.FixtureRequest, database_url: str, tmp_path: Path) -> It
         settings = make_settings(
             database_url=database_url,
             config=path,
-            **{k.removeprefix("AUDIENCE_SYNC_").lower(): v for k, v in secret.items()},
+            secrets=secret,
         )
         env = {
             **os.environ,
@@ -233,7 +233,9 @@ def test_a_torn_answer_to_the_tag_creation_never_makes_a_second_segment(database
             '[[mappings]]\nname = "big"\nsegment = "buyers"\ndestination = "d"\naudience = "L1"\n'
             'options = { tag = "vip" }\n',
         )
-        settings = make_settings(database_url=database_url, config=path, mailchimp_api_key="torn-key-us1")
+        settings = make_settings(
+            database_url=database_url, config=path, secrets={"AUDIENCE_SYNC_MAILCHIMP_API_KEY": "torn-key-us1"}
+        )
         config = load_config(path)
         store = open_store(database_url)
         seed_segment(store, "buyers", 30)
@@ -257,7 +259,9 @@ def test_a_missing_list_says_what_to_check(database_url: str, tmp_path: Path) ->
             '[[mappings]]\nname = "big"\nsegment = "buyers"\ndestination = "d"\naudience = "nope"\n'
             'options = { tag = "vip" }\n',
         )
-        settings = make_settings(database_url=database_url, config=path, mailchimp_api_key="nolist-key-us1")
+        settings = make_settings(
+            database_url=database_url, config=path, secrets={"AUDIENCE_SYNC_MAILCHIMP_API_KEY": "nolist-key-us1"}
+        )
         store = open_store(database_url)
         seed_segment(store, "buyers", 3)
         result = sync_mapping(store, load_config(path), settings, make_runtime(settings), "big")
@@ -281,10 +285,10 @@ def test_odd_records_are_fitted_or_refused_and_never_block_ingestion(database_ur
     orders[2]["id"] = "gid://shopify/Order/" + "9" * 300  # an id no column can hold
     with ShopifyEmulator(shop, restore_rate=10_000, bucket_size=20_000) as emulator:
         emulator.faults = Faults(script=[Scripted("POST", r"graphql", "invalid_utf8", after=1)])
-        path = write_config(
-            Path(os.environ.get("TMPDIR", "/tmp")) / f"odd-{os.getpid()}.toml", "", shop_url=emulator.url
+        path = write_config(tmp_path / "odd.toml", "", shop_url=emulator.url)
+        settings = make_settings(
+            database_url=database_url, config=path, secrets={"AUDIENCE_SYNC_SHOPIFY_ACCESS_TOKEN": DEFAULT_TOKEN}
         )
-        settings = make_settings(database_url=database_url, config=path, shopify_access_token=DEFAULT_TOKEN)
         store = open_store(database_url)
         result = pull(store, load_config(path), settings, make_runtime(settings, sleep=lambda s: None), now=now)
         assert result.status == "partial", result.error
@@ -317,7 +321,9 @@ def test_a_database_cut_during_a_pull_fails_the_run_visibly_and_keeps_the_waterm
         cut = DatabaseCut(database_url)
         emulator.faults = Faults(script=[Scripted("POST", r"graphql", "hook", hook=cut, after=3)])
         path = write_config(tmp_path / "cut.toml", "", shop_url=emulator.url)
-        settings = make_settings(database_url=database_url, config=path, shopify_access_token=DEFAULT_TOKEN)
+        settings = make_settings(
+            database_url=database_url, config=path, secrets={"AUDIENCE_SYNC_SHOPIFY_ACCESS_TOKEN": DEFAULT_TOKEN}
+        )
         store = open_store(database_url)
         runtime = make_runtime(settings, sleep=lambda s: None)
         try:

@@ -12,8 +12,6 @@ from typing import Any
 import httpx
 import pytest
 
-from connectors import specs
-from connectors.emulators.server import Faults
 from connectors.google import discovery
 from connectors.google.discovery import SCOPE
 from connectors.google.emulator import (
@@ -24,7 +22,9 @@ from connectors.google.emulator import (
     GoogleDataManagerEmulator,
     sandbox_emulator,
 )
-from connectors.identifiers import normalize_email, normalize_phone, sha256_hex
+from connectors.kernel import specs
+from connectors.kernel.emulator import Faults
+from connectors.kernel.identifiers import normalize_email, normalize_phone, sha256_hex
 
 ACCOUNT = "1234567890"
 LIST = "7001"

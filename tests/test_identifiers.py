@@ -6,7 +6,7 @@ import hashlib
 
 import pytest
 
-from connectors.identifiers import (
+from connectors.kernel.identifiers import (
     hashed,
     is_sha256_hex,
     match_key,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from decimal import Decimal
 
-from connectors.records import Consent, CustomerRecord, OrderRecord
+from connectors.kernel.records import Consent, CustomerRecord, OrderRecord
 from worker.ingest import validate_customers, validate_orders
 
 T = datetime(2026, 5, 1, tzinfo=UTC)

@@ -11,7 +11,8 @@ import httpx
 import pytest
 from openapi_schema_validator import OAS30Validator
 
-from connectors.emulators.server import Faults
+from connectors.kernel.emulator import Faults
+from connectors.kernel.specs import load_spec
 from connectors.klaviyo.emulator import (
     JSON_API,
     NEVER_SUBSCRIBED,
@@ -24,7 +25,6 @@ from connectors.klaviyo.emulator import (
     Limits,
     sandbox_emulator,
 )
-from connectors.specs import load_spec
 
 KEY = "pk_test_emulator_0123456789abcdef01234"
 HEADERS = {"Authorization": f"Klaviyo-API-Key {KEY}", "revision": REVISION, "accept": JSON_API}

@@ -6,8 +6,8 @@ import logging
 
 import pytest
 
-from connectors.errors import ConfigError
-from connectors.redact import redact
+from connectors.kernel.errors import ConfigError
+from connectors.kernel.redact import redact
 from tests.conftest import LOG_COLLECTOR, leaks
 
 
@@ -25,10 +25,10 @@ def test_redaction_masks_emails_tokens_and_query_strings() -> None:
 def test_an_auth_failure_is_logged_without_the_token(caplog: pytest.LogCaptureFixture) -> None:
     from datetime import UTC, datetime
 
-    from connectors.emulators.shopify import ShopifyEmulator
-    from connectors.emulators.synthetic import SyntheticStore
-    from connectors.runtime import Runtime
-    from connectors.sources.shopify import ShopifyConfig, ShopifySource
+    from connectors.kernel.runtime import Runtime
+    from connectors.shopify.emulator import ShopifyEmulator
+    from connectors.shopify.source import ShopifyConfig, ShopifySource
+    from connectors.shopify.synthetic import SyntheticStore
 
     secret = "shpat_wrong_token_that_must_not_leak_0001"
     with ShopifyEmulator(SyntheticStore(seed=1, customers=5, now=datetime(2026, 1, 1, tzinfo=UTC))) as emulator:

@@ -11,17 +11,17 @@ import httpx
 import pytest
 from pydantic import ValidationError
 
-from connectors.destinations.mailchimp import (
+from connectors.kernel.errors import ConfigError
+from connectors.kernel.records import Consent, Member
+from connectors.kernel.runtime import Runtime
+from connectors.mailchimp import emulator as mc_emulator
+from connectors.mailchimp.destination import (
     MailchimpConfig,
     MailchimpDestination,
     MailchimpOptions,
     subscriber_hash,
 )
-from connectors.emulators import mailchimp as mc_emulator
-from connectors.emulators.mailchimp import MailchimpEmulator
-from connectors.errors import ConfigError
-from connectors.records import Consent, Member
-from connectors.runtime import Runtime
+from connectors.mailchimp.emulator import MailchimpEmulator
 from tests.destination_contract import DestinationContract
 
 LIST = "list0001"

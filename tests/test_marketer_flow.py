@@ -15,8 +15,8 @@ from pathlib import Path
 import pandas as pd
 from click.testing import CliRunner, Result
 
-from connectors.destinations.file import audience_path, read_audience
-from connectors.emulators.synthetic import SyntheticStore
+from connectors.file.destination import audience_path, read_audience
+from connectors.shopify.synthetic import SyntheticStore
 from tests.conftest import make_settings
 from worker import cli
 from worker.config import DEFAULT_CONFIG, AppConfig, load_config

@@ -15,8 +15,12 @@ import httpx
 import jsonschema  # type: ignore[import-untyped]
 import pytest
 
-from connectors.destinations import meta as meta_module
-from connectors.destinations.meta import (
+from connectors.kernel.errors import ConfigError, LongPauseError, PermanentError, RateLimitedError, RetryableError
+from connectors.kernel.identifiers import sha256_hex
+from connectors.kernel.records import Consent, Member
+from connectors.kernel.runtime import Runtime
+from connectors.meta import destination as meta_module
+from connectors.meta.destination import (
     MetaClient,
     MetaConfig,
     MetaDestination,
@@ -25,11 +29,7 @@ from connectors.destinations.meta import (
     decode_identity,
     encode_identity,
 )
-from connectors.emulators.meta import MetaEmulator
-from connectors.errors import ConfigError, LongPauseError, PermanentError, RateLimitedError, RetryableError
-from connectors.identifiers import sha256_hex
-from connectors.records import Consent, Member
-from connectors.runtime import Runtime
+from connectors.meta.emulator import MetaEmulator
 from tests.destination_contract import DestinationContract
 
 AUDIENCE = "23850000000000001"
@@ -362,7 +362,7 @@ def test_bodies_match_the_contract_and_carry_no_raw_pii(destination: MetaDestina
 
 
 def test_sandbox_emulator_serves_at_its_root_and_creates_audiences() -> None:
-    from connectors.emulators.meta import sandbox_emulator
+    from connectors.meta.emulator import sandbox_emulator
 
     emulator, token = sandbox_emulator()
     with emulator:

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from connectors.records import Consent, CustomerRecord, OrderRecord
+from connectors.kernel.records import Consent, CustomerRecord, OrderRecord
 from tests.conftest import make_settings
 from worker.config import AppConfig, parse_config
 from worker.cycle import recompute
@@ -265,7 +265,7 @@ def test_preview_eligible_equals_what_the_next_sync_leaves_acknowledged_for_ever
     sqlite_url: str, tmp_path: Path
 ) -> None:
     """One eligibility rule: preview, dry run and sync agree (a guest without an email, say)."""
-    from connectors.emulators.synthetic import SyntheticStore
+    from connectors.shopify.synthetic import SyntheticStore
     from tests.test_cycle_e2e import _sandbox_config
     from worker.cycle import pull, sync_mapping
     from worker.factory import make_runtime

@@ -8,7 +8,7 @@ import time
 import pytest
 import redis
 
-from connectors.ratelimit import LocalTokenBucket, RedisConcurrency, RedisTokenBucket
+from connectors.kernel.ratelimit import LocalTokenBucket, RedisConcurrency, RedisTokenBucket
 
 pytestmark = pytest.mark.redis
 

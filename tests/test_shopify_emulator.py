@@ -12,9 +12,9 @@ from typing import Any
 import httpx
 import pytest
 
-from connectors.emulators.server import Faults
-from connectors.emulators.shopify import DEFAULT_TOKEN, INVALID_TOKEN_BODY, ShopifyEmulator
-from connectors.emulators.synthetic import SyntheticStore, iso
+from connectors.kernel.emulator import Faults
+from connectors.shopify.emulator import DEFAULT_TOKEN, INVALID_TOKEN_BODY, ShopifyEmulator
+from connectors.shopify.synthetic import SyntheticStore, iso
 
 NOW = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
 PATH = "/admin/api/2026-04/graphql.json"

@@ -13,14 +13,14 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from connectors.emulators.server import Faults
-from connectors.emulators.shopify import DEFAULT_TOKEN, ShopifyEmulator
-from connectors.emulators.synthetic import Node, SyntheticStore
-from connectors.errors import ConfigError, PermanentError
-from connectors.records import Consent, CustomerRecord, LineItem, OrderRecord, Page
-from connectors.registry import source_class
-from connectors.runtime import Runtime
-from connectors.sources.shopify import NODE_COST, QUERIES, ShopifyConfig, ShopifySource
+from connectors.kernel.emulator import Faults
+from connectors.kernel.errors import ConfigError, PermanentError
+from connectors.kernel.records import Consent, CustomerRecord, LineItem, OrderRecord, Page
+from connectors.kernel.runtime import Runtime
+from connectors.kernel.vendor import source_class
+from connectors.shopify.emulator import DEFAULT_TOKEN, ShopifyEmulator
+from connectors.shopify.source import NODE_COST, QUERIES, ShopifyConfig, ShopifySource
+from connectors.shopify.synthetic import Node, SyntheticStore
 from tests.shopify_schema import query_problems
 
 NOW = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)

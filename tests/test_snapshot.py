@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from connectors.records import OrderRecord
+from connectors.kernel.records import OrderRecord
 from worker.ingest import validate_orders
 from worker.segments import build_customer_table, compute_segments, table_from_facts
 from worker.store import Store, open_store

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from connectors import specs
-from connectors.emulators.mailchimp import MailchimpEmulator
-from connectors.emulators.shopify import ShopifyEmulator
-from connectors.emulators.synthetic import SyntheticStore
+from connectors.kernel import specs
+from connectors.mailchimp.emulator import MailchimpEmulator
+from connectors.shopify.emulator import ShopifyEmulator
+from connectors.shopify.synthetic import SyntheticStore
 
 CARRIED = [
     ("shopify", "admin_2026-04.json.gz", False),
@@ -35,8 +35,8 @@ def test_each_carried_spec_is_the_copy_its_readme_names(vendor: str, name: str, 
 def test_a_missing_spec_stops_the_emulators_instead_of_accepting_anything(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    import connectors.emulators.mailchimp as mc
-    import connectors.emulators.shopify as shopify
+    import connectors.mailchimp.emulator as mc
+    import connectors.shopify.emulator as shopify
 
     monkeypatch.setattr(specs, "ROOT", tmp_path)
     specs.load_spec.cache_clear()

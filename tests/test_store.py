@@ -4,7 +4,7 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import create_engine
 
-from connectors.records import OrderRecord
+from connectors.kernel.records import OrderRecord
 from worker.ingest import validate_orders
 from worker.store import open_store
 from worker.store.migrations import LATEST, migrate

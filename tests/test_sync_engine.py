@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from connectors.destinations.file import audience_path, read_audience
-from connectors.identifiers import sha256_hex
-from connectors.records import Consent
+from connectors.file.destination import audience_path, read_audience
+from connectors.kernel.identifiers import sha256_hex
+from connectors.kernel.records import Consent
 from tests.conftest import make_settings
 from tests.helpers import seed_segment, write_config
 from worker.config import AppConfig, load_config

@@ -13,8 +13,8 @@ import httpx
 import jsonschema  # type: ignore[import-untyped]
 import pytest
 
-from connectors.emulators.server import Faults
-from connectors.identifiers import sha256_hex
+from connectors.kernel.emulator import Faults
+from connectors.kernel.identifiers import sha256_hex
 from connectors.tiktok import emulator as tiktok
 from connectors.tiktok.emulator import TikTokEmulator, sandbox_emulator
 from connectors.tiktok.schemas import (

@@ -19,7 +19,7 @@ from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse
 from pydantic import BaseModel
 
-from connectors.redact import mask_email
+from connectors.kernel.redact import mask_email
 from worker.config import AppConfig, load_config
 from worker.erasure import ErasureError, export_customer, request_erasure
 from worker.queue import BrokerUnavailable, Send, celery_send, request_sync

@@ -11,7 +11,7 @@ from typing import Any
 
 import click
 
-from connectors.redact import install_log_redaction
+from connectors.kernel.redact import install_log_redaction
 from worker.config import ConfigFileError
 from worker.settings import Settings, get_settings
 
@@ -192,7 +192,7 @@ def hash_cmd(platform: str, kind: str, region: str | None) -> None:
     """Read values on stdin; print each one's normalized form and SHA-256, tab-separated, one line per line.
 
     An unusable line prints ``invalid``, a dash and the reason, so the output lines up with the input."""
-    from connectors.identifiers import match_key
+    from connectors.kernel.identifiers import match_key
 
     default_region = region or get_settings().default_phone_region
     for line in sys.stdin:
@@ -217,7 +217,7 @@ def hash_cmd(platform: str, kind: str, region: str | None) -> None:
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
 def erase(email: str, yes: bool) -> None:
     """Erase a person (by EMAIL) from the store and every destination; the audit keeps only a hash."""
-    from connectors.redact import mask_email
+    from connectors.kernel.redact import mask_email
     from worker.cycle import utc_now
     from worker.erasure import ErasureError, erase_now
     from worker.factory import make_runtime

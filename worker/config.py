@@ -12,9 +12,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from connectors.destinations.base import DestinationConfig, MappingOptions
-from connectors.registry import destination_class, engagement_class, source_class
-from connectors.sources.base import SourceConfig
+from connectors.kernel.destination import DestinationConfig, MappingOptions
+from connectors.kernel.source import SourceConfig
+from connectors.kernel.vendor import destination_class, engagement_class, source_class, vendors
 from worker.segments import SegmentsConfig
 
 DEFAULT_CONFIG = Path(__file__).parent / "defaults" / "sandbox.toml"
@@ -84,6 +84,16 @@ def _describe(exc: ValidationError, prefix: str) -> str:
     return "; ".join(parts)
 
 
+def _no_secrets(path: Path, where: str, table: dict[str, Any]) -> None:
+    """A secret in the config file would end up in backups, diffs and tickets: refuse it, and say where
+    it goes instead."""
+    if "secret" not in table:
+        return
+    declared = vendors().get(str(table.get("type", "")))
+    variables = ", ".join(declared.secrets.values()) if declared and declared.secrets else "its environment variable"
+    raise ConfigFileError(f"{path}: {where}.secret: secrets never go in the config file; set {variables} instead")
+
+
 def load_config(path: Path | None) -> AppConfig:
     """Read and validate ``path`` (the built-in sandbox config when ``None``)."""
     path = path or DEFAULT_CONFIG
@@ -102,6 +112,9 @@ def parse_config(data: dict[str, Any], path: Path) -> AppConfig:
     except ValidationError as exc:
         raise ConfigFileError(f"{path}: {_describe(exc, '')}") from None
 
+    _no_secrets(path, "source", raw.source)
+    for name, table in raw.destinations.items():
+        _no_secrets(path, f"destinations.{name}", table)
     try:
         source_type = str(raw.source.get("type", ""))
         source_cls = source_class(source_type)

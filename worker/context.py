@@ -7,7 +7,7 @@ from functools import cached_property
 
 import redis
 
-from connectors.runtime import Runtime
+from connectors.kernel.runtime import Runtime
 from worker.config import AppConfig, load_config
 from worker.factory import make_runtime
 from worker.settings import Settings, get_settings

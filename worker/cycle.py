@@ -13,9 +13,9 @@ from typing import Any
 import pandas as pd
 from sqlalchemy.exc import SQLAlchemyError
 
-from connectors.destinations.base import Destination
-from connectors.records import PROFILE_FIELDS, Consent
-from connectors.runtime import Runtime
+from connectors.kernel.destination import Destination
+from connectors.kernel.records import PROFILE_FIELDS, Consent
+from connectors.kernel.runtime import Runtime
 from worker.config import AppConfig
 from worker.factory import build_destination
 from worker.locks import LockLost

@@ -16,9 +16,9 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from connectors.emulators.mailchimp import MailchimpEmulator
-from connectors.emulators.server import Faults
-from connectors.emulators.synthetic import SyntheticStore
+from connectors.kernel.emulator import Faults
+from connectors.mailchimp.emulator import MailchimpEmulator
+from connectors.shopify.synthetic import SyntheticStore
 from worker.config import DEFAULT_CONFIG, AppConfig, load_config
 from worker.runner import CycleReport, render_cycle, run_cycle
 from worker.sandbox import Sandbox

@@ -11,8 +11,8 @@ from datetime import datetime
 
 from sqlalchemy import bindparam, or_, update
 
-from connectors.registry import engagement_class
-from connectors.runtime import Runtime
+from connectors.kernel.runtime import Runtime
+from connectors.kernel.vendor import engagement_class
 from worker.config import AppConfig
 from worker.factory import build_destination
 from worker.settings import Settings

@@ -17,8 +17,8 @@ from typing import Any
 
 from sqlalchemy import func, select
 
-from connectors.identifiers import normalize_email, sha256_hex
-from connectors.runtime import Runtime
+from connectors.kernel.identifiers import normalize_email, sha256_hex
+from connectors.kernel.runtime import Runtime
 from worker.config import AppConfig
 from worker.cycle import sync_mapping
 from worker.settings import Settings

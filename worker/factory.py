@@ -1,26 +1,17 @@
-"""Builds connectors from the validated config; secrets come from settings, never from the file."""
+"""Builds connectors from the validated config; secrets come from the vendor's declared variables."""
 
 from __future__ import annotations
 
 from typing import Any
 
 import redis
-from pydantic import SecretStr
 
-from connectors.destinations.base import Destination, DestinationConfig
-from connectors.registry import destination_class, source_class
-from connectors.runtime import Runtime
-from connectors.sources.base import Source, SourceConfig
+from connectors.kernel.destination import Destination, DestinationConfig
+from connectors.kernel.runtime import Runtime
+from connectors.kernel.source import Source, SourceConfig
+from connectors.kernel.vendor import destination_class, source_class, vendors
+from worker.secrets import read_secret
 from worker.settings import Settings
-
-
-def _secret_for(settings: Settings, kind: str) -> SecretStr | None:
-    """``AUDIENCE_SYNC_<TYPE>_ACCESS_TOKEN`` or ``…_API_KEY``, by the connector's registry name."""
-    for suffix in ("access_token", "api_key"):
-        value = getattr(settings, f"{kind}_{suffix}", None)
-        if isinstance(value, SecretStr):
-            return value
-    return None
 
 
 def make_runtime(settings: Settings, redis_client: redis.Redis[bytes] | None = None, **overrides: Any) -> Runtime:
@@ -34,18 +25,26 @@ def make_runtime(settings: Settings, redis_client: redis.Redis[bytes] | None = N
     return Runtime(**{**values, **overrides})
 
 
+def _with_secrets(config: Any, settings: Settings) -> Any:
+    """The config with each declared secret filled from its variable, unless already given."""
+    declared = vendors()[config.type].secrets
+    updates = {
+        field: secret
+        for field, variable in declared.items()
+        if field in type(config).model_fields
+        and getattr(config, field, None) is None
+        and (secret := read_secret(settings, variable)) is not None
+    }
+    return config.model_copy(update=updates) if updates else config
+
+
 def build_source(config: SourceConfig, settings: Settings, runtime: Runtime) -> Source:
     cls = source_class(config.type)
-    secret = _secret_for(settings, config.type)
-    source: Source = cls(config, runtime, secret.get_secret_value() if secret else None)
+    source: Source = cls(_with_secrets(config, settings), runtime)
     return source
 
 
 def build_destination(name: str, config: DestinationConfig, settings: Settings, runtime: Runtime) -> Destination:
-    if "secret" in type(config).model_fields and getattr(config, "secret", None) is None:
-        secret = _secret_for(settings, config.type)
-        if secret is not None:
-            config = config.model_copy(update={"secret": secret})
     cls = destination_class(config.type)
-    destination: Destination = cls(name, config, runtime)
+    destination: Destination = cls(name, _with_secrets(config, settings), runtime)
     return destination

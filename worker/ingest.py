@@ -12,8 +12,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from connectors.identifiers import normalize_email, normalize_name, normalize_phone
-from connectors.records import CustomerRecord, OrderRecord
+from connectors.kernel.identifiers import normalize_email, normalize_name, normalize_phone
+from connectors.kernel.records import CustomerRecord, OrderRecord
 from worker.currencies import ISO_4217
 from worker.schema_fit import fit_row
 from worker.store import schema

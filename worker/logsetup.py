@@ -16,7 +16,7 @@ def uvicorn_log_config() -> dict[str, Any]:
         "disable_existing_loggers": False,
         "formatters": {
             "default": {
-                "()": "connectors.redact.RedactingFormatter",
+                "()": "connectors.kernel.redact.RedactingFormatter",
                 "fmt": "%(asctime)s %(levelname)s %(name)s: %(message)s",
             },
         },

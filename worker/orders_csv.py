@@ -23,8 +23,8 @@ from typing import IO
 
 import pandas as pd
 
-from connectors.identifiers import normalize_email, normalize_phone
-from connectors.records import OrderRecord, Problem
+from connectors.kernel.identifiers import normalize_email, normalize_phone
+from connectors.kernel.records import OrderRecord, Problem
 from worker.segments import SegmentsConfig, build_customer_table, compute_segments, empty_customers
 from worker.segments.frames import LINE_COLUMNS, ORDER_COLUMNS, empty_lines
 

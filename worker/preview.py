@@ -18,8 +18,8 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
-from connectors.records import Member, member_from_profile
-from connectors.redact import mask_email
+from connectors.kernel.records import Member, member_from_profile
+from connectors.kernel.redact import mask_email
 from worker.config import AppConfig
 from worker.factory import build_destination, make_runtime
 from worker.segments import CustomerTable, SegmentDefinition, build_customer_table, compute_segments

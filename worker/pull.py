@@ -17,10 +17,10 @@ from typing import Any
 
 from sqlalchemy.exc import DBAPIError, OperationalError, SQLAlchemyError
 
-from connectors.errors import ConfigError, ConnectorError
-from connectors.identifiers import sha256_hex
-from connectors.redact import redact
-from connectors.runtime import Runtime
+from connectors.kernel.errors import ConfigError, ConnectorError
+from connectors.kernel.identifiers import sha256_hex
+from connectors.kernel.redact import redact
+from connectors.kernel.runtime import Runtime
 from worker.config import AppConfig
 from worker.factory import build_source
 from worker.ingest import Validated, validate_customers, validate_orders

@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from connectors.redact import redact
+from connectors.kernel.redact import redact
 from worker.config import AppConfig, load_config
 from worker.cycle import PullResult, RecomputeResult, pull, recompute, sync_mapping, utc_now
 from worker.factory import make_runtime

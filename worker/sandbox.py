@@ -12,7 +12,6 @@ passed between commands brings new orders, as a real shop would.
 
 from __future__ import annotations
 
-import importlib
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import TracebackType
@@ -20,19 +19,14 @@ from typing import Any
 
 from pydantic import SecretStr
 
-from connectors.emulators.server import EmulatorServer
-from connectors.emulators.state import load_json, save_json
-from connectors.emulators.synthetic import Changes, SyntheticStore
+from connectors.kernel.emulator import EmulatorServer
+from connectors.kernel.emulator_state import load_json, save_json
+from connectors.kernel.vendor import vendors
+from connectors.shopify.synthetic import Changes, SyntheticStore
 from worker.config import AppConfig
 from worker.settings import Settings
 
 SANDBOX = "sandbox"
-
-#: connector name -> (module, factory) building (emulator, secret) for the sandbox
-EMULATORS: dict[str, tuple[str, str]] = {
-    "mailchimp": ("connectors.emulators.mailchimp", "sandbox_emulator"),
-    "meta": ("connectors.emulators.meta", "sandbox_emulator"),
-}
 #: a sandbox shop sells about one order per eight customers a month
 ORDERS_PER_CUSTOMER_DAY = 1 / 8 / 30
 
@@ -101,52 +95,42 @@ class Sandbox:
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        for key, emulator in self.emulators.items():
-            if self.state_dir is not None and key.startswith("dest:") and emulator.state_attributes:
-                save_json(self.state_dir / f"{key.removeprefix('dest:')}.json", emulator.export_state())
+        for kind, emulator in self.emulators.items():
+            if self.state_dir is not None and emulator.state_attributes:
+                save_json(self.state_dir / f"{kind}.json", emulator.export_state())
             emulator.stop()
 
-    def _shopify(self) -> tuple[str, str]:
-        from connectors.emulators.shopify import DEFAULT_TOKEN, ShopifyEmulator
-
-        if "shopify" not in self.emulators:
-            # a large plan's restore rate keeps the demo quick; the throttle itself is tested elsewhere
-            emulator = ShopifyEmulator(self.store, restore_rate=self.restore_rate, bucket_size=20000)
-            emulator.start()
-            self.emulators["shopify"] = emulator
-        return self.emulators["shopify"].url, DEFAULT_TOKEN
-
-    def _destination(self, kind: str) -> tuple[EmulatorServer, str]:
-        key = f"dest:{kind}"
-        if key not in self.emulators:
-            try:
-                module, factory = EMULATORS[kind]
-            except KeyError:
-                raise ValueError(f"no sandbox emulator for destination type {kind!r}") from None
-            emulator, secret = getattr(importlib.import_module(module), factory)()
+    def _emulator(self, kind: str) -> tuple[EmulatorServer, str]:
+        """The vendor's sandbox emulator, started once, with its saved state when there is one."""
+        if kind not in self.emulators:
+            declared = vendors().get(kind)
+            if declared is None or declared.sandbox is None:
+                raise ValueError(f"no sandbox emulator for type {kind!r}")
+            emulator, secret = declared.part("sandbox")(self)
             saved = self.state_dir / f"{kind}.json" if self.state_dir is not None else None
-            if saved is not None and saved.exists():
+            if saved is not None and saved.exists() and emulator.state_attributes:
                 emulator.import_state(load_json(saved))
             emulator.start()
-            self.emulators[key] = emulator
-            self.secrets[key] = secret
-        return self.emulators[key], self.secrets[key]
+            self.emulators[kind] = emulator
+            self.secrets[kind] = secret
+        return self.emulators[kind], self.secrets[kind]
 
     def emulator(self, kind: str) -> EmulatorServer | None:
-        return self.emulators.get(f"dest:{kind}") or self.emulators.get(kind)
+        return self.emulators.get(kind)
 
     def resolve(self, config: AppConfig, settings: Settings) -> tuple[AppConfig, Settings]:
-        updates: dict[str, Any] = {}
+        """``sandbox`` URLs (a source's or a destination's ``base_url``, Shopify's ``shop_url``) become
+        the vendor's emulator, with the emulator's credential as the secret."""
         source = config.source
-        if getattr(source, "shop_url", None) == SANDBOX:
-            url, token = self._shopify()
-            source = source.model_copy(update={"shop_url": url})
-            updates["shopify_access_token"] = SecretStr(token)
+        url_field = next((f for f in ("base_url", "shop_url") if getattr(source, f, None) == SANDBOX), None)
+        if url_field is not None:
+            emulator, secret = self._emulator(source.type)
+            source = source.model_copy(update={url_field: emulator.url, "secret": SecretStr(secret)})
         destinations = dict(config.destinations)
         for name, dest in config.destinations.items():
             if getattr(dest, "base_url", None) != SANDBOX:
                 continue
-            emulator, secret = self._destination(dest.type)
+            emulator, secret = self._emulator(dest.type)
             destinations[name] = dest.model_copy(update={"base_url": emulator.url, "secret": SecretStr(secret)})
         resolved = config.model_copy(update={"source": source, "destinations": destinations})
-        return resolved, settings.model_copy(update=updates)
+        return resolved, settings

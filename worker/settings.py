@@ -55,9 +55,11 @@ class Settings(BaseSettings):
     api_docs: bool = False
 
     # -- secrets (never logged) --------------------------------------------------------
-    shopify_access_token: SecretStr | None = None
-    mailchimp_api_key: SecretStr | None = None
-    meta_access_token: SecretStr | None = None
+    #: vendors' secrets by environment variable, set by the sandbox and tests; in deployment each is
+    #: read from its own variable (``AUDIENCE_SYNC_MAILCHIMP_API_KEY`` …, see each vendor's declaration)
+    secrets: dict[str, SecretStr] = Field(default_factory=dict)
+    #: the ``.env`` file the vendors' secrets are also read from (None: the environment only)
+    env_file: Path | None = Path(".env")
     #: the Shopify app's client secret: verifies mandatory compliance webhooks (customers/redact)
     shopify_webhook_secret: SecretStr | None = None
     api_token: SecretStr | None = Field(default=None, description="bearer token for the control API")

@@ -17,9 +17,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from connectors.destinations.base import BatchResult, Destination, MappingOptions, Rejection
-from connectors.errors import ConfigError, ConnectorError, ContractViolation, LongPauseError, PermanentError
-from connectors.records import Member
+from connectors.kernel.destination import BatchResult, Destination, MappingOptions, Rejection
+from connectors.kernel.errors import ConfigError, ConnectorError, ContractViolation, LongPauseError, PermanentError
+from connectors.kernel.records import Member
 from worker.config import MappingConfig
 from worker.diff import Diff, batches, membership_diff
 from worker.store import Store

@@ -19,7 +19,7 @@ from typing import Any
 import redis
 from celery import Task
 
-from connectors.redact import install_log_redaction
+from connectors.kernel.redact import install_log_redaction
 from worker.celery_app import app
 from worker.context import context
 from worker.cycle import pull, recompute, sync_mapping, utc_now

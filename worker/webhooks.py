@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 from fastapi import APIRouter, BackgroundTasks, HTTPException, Request
 from pydantic import SecretStr
 
-from connectors.identifiers import sha256_hex
+from connectors.kernel.identifiers import sha256_hex
 from worker.config import AppConfig
 from worker.erasure import ErasureError, redact_shop, request_erasure
 from worker.settings import Settings

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
-from connectors.specs import load_spec
+from connectors.kernel.specs import load_spec
 
 VENDOR = "google"
 DOCUMENT = "datamanager.v1.json.gz"

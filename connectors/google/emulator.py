@@ -31,9 +31,9 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs
 
-from connectors.emulators.server import EmulatorServer, Faults, Request, Response
 from connectors.google import discovery
 from connectors.google.discovery import SCOPE
+from connectors.kernel.emulator import EmulatorServer, Faults, Request, Response
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
@@ -961,7 +961,7 @@ class GoogleDataManagerEmulator(EmulatorServer):
         return {"requestStatusPerDestination": statuses}
 
 
-def sandbox_emulator() -> tuple[GoogleDataManagerEmulator, str]:
+def sandbox_emulator(world: object = None) -> tuple[GoogleDataManagerEmulator, str]:
     """For ``worker.sandbox``: any account and user list works. The secret is google-auth
     ``authorized_user`` info as JSON; its ``token_uri`` is ``<base_url>/token``, known once started."""
     emulator = GoogleDataManagerEmulator(auto_create=True, open_access=True)

@@ -32,8 +32,8 @@ from datetime import UTC, datetime
 from typing import Any, TypeVar
 from urllib.parse import urlencode
 
-from connectors.emulators.server import EmulatorServer, Faults, LoggedRequest, Request, Response
-from connectors.specs import OpenApiSchemas, load_spec
+from connectors.kernel.emulator import EmulatorServer, Faults, LoggedRequest, Request, Response
+from connectors.kernel.specs import OpenApiSchemas, load_spec
 
 SPEC_NAME = "stable.json.gz"
 SPEC = OpenApiSchemas("klaviyo", SPEC_NAME)
@@ -1310,7 +1310,7 @@ class KlaviyoEmulator(EmulatorServer):
         return Response(200, document, content_type=JSON_API)
 
 
-def sandbox_emulator() -> tuple[KlaviyoEmulator, str]:
+def sandbox_emulator(world: object = None) -> tuple[KlaviyoEmulator, str]:
     """For ``worker.sandbox``: the same ``/api`` paths, unknown list ids created on first use."""
     key = "pk_sandbox_local_emulator_key_000000"
     return KlaviyoEmulator(api_key=key, auto_create=True), key

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from connectors.emulators.server import EmulatorServer, Faults, Request, Response
+from connectors.kernel.emulator import EmulatorServer, Faults, Request, Response
 from connectors.tiktok.schemas import (
     AUDIENCE_SCHEMAS,
     CUSTOM_AUDIENCE_DELETE_SCHEMA,
@@ -405,7 +405,7 @@ def _history(audience: Audience) -> list[dict[str, Any]]:
     return [{"opt_time": created, "action": "create", "msg": None, "editor": "open_api", "action_detail": "0"}]
 
 
-def sandbox_emulator() -> tuple[TikTokEmulator, str]:
+def sandbox_emulator(world: object = None) -> tuple[TikTokEmulator, str]:
     """For ``worker.sandbox``: served at the root URL; audiences of ``SANDBOX_ADVERTISER_ID`` appear on first use."""
     token = "sandbox-tiktok-token"  # noqa: S105 - the local emulator's credential
     emulator = TikTokEmulator(token, advertiser_ids=(SANDBOX_ADVERTISER_ID,), prefix="", auto_create=True)

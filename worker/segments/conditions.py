@@ -21,7 +21,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, Literal, TypeAlias
 
-from connectors.records import Consent
+from connectors.kernel.records import Consent
 
 RFM_GROUPS = (
     "champions",

@@ -17,7 +17,7 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
-from connectors.records import Consent
+from connectors.kernel.records import Consent
 
 I32 = npt.NDArray[np.int32]
 I64 = npt.NDArray[np.int64]

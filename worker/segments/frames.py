@@ -3,7 +3,7 @@
 Text columns may be ``object`` or ``str`` dtype (missing = None/NaN/NA); timestamps are
 timezone-aware (converted to UTC; any resolution, ``ns`` is what the store produces); numeric columns
 may arrive as ``object`` from a database driver and are converted. Emails are already normalized
-(``connectors.identifiers.normalize_email``) or missing.
+(``connectors.kernel.identifiers.normalize_email``) or missing.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from collections.abc import Mapping
 
 import pandas as pd
 
-from connectors.records import Consent
+from connectors.kernel.records import Consent
 
 #: one row per order (``order_id`` unique). ``customer_id`` missing = guest checkout; ``total`` is the
 #: current post-refund total; ``channel`` the first-visit "utm_source / utm_medium" or source name.

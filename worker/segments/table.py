@@ -28,7 +28,7 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
-from connectors.records import Consent
+from connectors.kernel.records import Consent
 from worker.segments.facts import CONSENTS, NAT, UNKNOWN_CONSENT, Facts, facts_from_frames
 from worker.segments.frames import empty_lines, validate_customers, validate_lines, validate_orders
 

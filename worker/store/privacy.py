@@ -19,7 +19,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, and_, delete, func, or_, select, update
 from sqlalchemy.engine import Connection
 
-from connectors.identifiers import sha256_hex
+from connectors.kernel.identifiers import sha256_hex
 from worker.store import schema
 from worker.store.base import StoreBase, as_utc, chunks, utcnow
 

@@ -8,7 +8,7 @@ from typing import Any
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.engine import Connection
 
-from connectors.records import Member, member_from_profile
+from connectors.kernel.records import Member, member_from_profile
 from worker.store import schema
 from worker.store.base import StoreBase, chunks
 

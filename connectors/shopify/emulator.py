@@ -45,9 +45,9 @@ from graphql import (
 from graphql.execution.values import get_variable_values
 from graphql.utilities import value_from_ast_untyped
 
-from connectors.emulators.server import EmulatorServer, Faults, Request, Response
-from connectors.emulators.synthetic import Node, SyntheticStore
-from connectors.specs import spec_bytes
+from connectors.kernel.emulator import EmulatorServer, Faults, Request, Response
+from connectors.kernel.specs import spec_bytes
+from connectors.shopify.synthetic import Node, SyntheticStore
 
 log = logging.getLogger(__name__)
 
@@ -574,3 +574,9 @@ def _connection_items(selection: SelectionSetNode, parsed: Parsed, value: JSONOb
                 inner_key = inner.alias.value if inner.alias else inner.name.value
                 return [edge.get(inner_key) for edge in value.get(key) or []]
     return []
+
+
+def sandbox_emulator(world: Any) -> tuple[ShopifyEmulator, str]:
+    """For ``worker.sandbox``: the sandbox's synthetic shop, on a large plan's restore rate so the demo
+    is quick (the throttle itself is tested on the default plan's)."""
+    return ShopifyEmulator(world.store, restore_rate=world.restore_rate, bucket_size=20000), DEFAULT_TOKEN

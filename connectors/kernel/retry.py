@@ -16,7 +16,7 @@ from typing import TypeVar
 from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt, stop_after_delay
 from tenacity.stop import stop_base
 
-from connectors.errors import LongPauseError, RateLimitedError, RetryableError
+from connectors.kernel.errors import LongPauseError, RateLimitedError, RetryableError
 
 T = TypeVar("T")
 Sleep = Callable[[float], None]

@@ -15,8 +15,8 @@ from typing import Any, ClassVar, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict
 
-from connectors.records import Consent, Member
-from connectors.runtime import Runtime
+from connectors.kernel.records import Consent, Member
+from connectors.kernel.runtime import Runtime
 
 
 class DestinationConfig(BaseModel):

@@ -18,16 +18,15 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Literal
 
-from connectors.destinations.base import (
+from connectors.kernel.destination import (
     AudienceKind,
     BatchResult,
     Destination,
     DestinationConfig,
     MappingOptions,
 )
-from connectors.identifiers import sha256_hex
-from connectors.records import Member
-from connectors.registry import register_destination
+from connectors.kernel.identifiers import sha256_hex
+from connectors.kernel.records import Member
 
 
 class FileConfig(DestinationConfig):
@@ -81,7 +80,6 @@ def write_audience(path: Path, header: str, members: Iterable[str]) -> None:
         os.close(folder)
 
 
-@register_destination("file")
 class FileDestination(Destination):
     kind = "file"
     audience_kind: AudienceKind = "ads"

@@ -10,9 +10,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 from datetime import datetime, timedelta
 
-from connectors.destinations.mailchimp import MailchimpDestination
-from connectors.identifiers import normalize_email
-from connectors.registry import register_engagement
+from connectors.kernel.identifiers import normalize_email
+from connectors.mailchimp.destination import MailchimpDestination
 
 PAGE = 1000
 ENGAGED_ACTIONS = frozenset({"open", "click"})
@@ -27,7 +26,6 @@ def _time(value: object) -> datetime | None:
         return None
 
 
-@register_engagement("mailchimp")
 class MailchimpActivity:
     def __init__(self, destination: MailchimpDestination) -> None:
         self.destination = destination

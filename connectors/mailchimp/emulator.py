@@ -15,10 +15,10 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-from connectors.destinations.mailchimp import MAX_MEMBERS, subscriber_hash
-from connectors.emulators.server import EmulatorServer, Faults, Request, Response
-from connectors.identifiers import normalize_email
-from connectors.specs import OpenApiSchemas
+from connectors.kernel.emulator import EmulatorServer, Faults, Request, Response
+from connectors.kernel.identifiers import normalize_email
+from connectors.kernel.specs import OpenApiSchemas
+from connectors.mailchimp.destination import MAX_MEMBERS, subscriber_hash
 
 SPEC = OpenApiSchemas("mailchimp", "marketing-3.0.55.UNOFFICIAL-openapi-generator.yaml.gz")
 
@@ -460,7 +460,7 @@ class MailchimpEmulator(EmulatorServer):
             return Response(200, self._member_json(list_id, found, self.lists[list_id][found]))
 
 
-def sandbox_emulator() -> tuple[MailchimpEmulator, str]:
+def sandbox_emulator(world: object = None) -> tuple[MailchimpEmulator, str]:
     """For ``worker.sandbox``: served at the root URL, lists created on first use."""
     key = "sandbox-key-us1"
     return MailchimpEmulator(api_key=key, prefix="", auto_create=True), key

@@ -15,10 +15,10 @@ from typing import Any, ClassVar
 
 import httpx
 
-from connectors.errors import ConfigError, ConnectorError, PermanentError, RateLimitedError, RetryableError
-from connectors.ratelimit import ConcurrencyLimiter, RateLimiter, Unlimited
-from connectors.redact import redact
-from connectors.retry import RetryPolicy, RetryStats
+from connectors.kernel.errors import ConfigError, ConnectorError, PermanentError, RateLimitedError, RetryableError
+from connectors.kernel.ratelimit import ConcurrencyLimiter, RateLimiter, Unlimited
+from connectors.kernel.redact import redact
+from connectors.kernel.retry import RetryPolicy, RetryStats
 
 log = logging.getLogger(__name__)
 

@@ -11,10 +11,10 @@ from collections.abc import Iterator
 from datetime import datetime
 from typing import ClassVar
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, SecretStr
 
-from connectors.records import Page
-from connectors.runtime import Runtime
+from connectors.kernel.records import Page
+from connectors.kernel.runtime import Runtime
 
 
 class SourceConfig(BaseModel):
@@ -22,6 +22,8 @@ class SourceConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     type: str
+    #: filled by the worker from the vendor's declared variable, never from the config file
+    secret: SecretStr | None = None
 
 
 class Source(ABC):
@@ -32,7 +34,7 @@ class Source(ABC):
     def __init__(self, config: SourceConfig, runtime: Runtime, secret: str | None = None) -> None:
         self.config = config
         self.runtime = runtime
-        self.secret = secret
+        self.secret = secret or (config.secret.get_secret_value() if config.secret is not None else None)
 
     @abstractmethod
     def pull(self, stream: str, since: datetime | None) -> Iterator[Page]:

@@ -17,20 +17,19 @@ from urllib.parse import quote
 import httpx
 from pydantic import Field, SecretStr, model_validator
 
-from connectors.destinations.base import (
+from connectors.kernel.destination import (
     BatchResult,
     Destination,
     DestinationConfig,
     MappingOptions,
     Rejection,
 )
-from connectors.errors import ConfigError, PermanentError, RateLimitedError, RetryableError
-from connectors.http import HttpConnector, default_classify
-from connectors.identifiers import normalize_email
-from connectors.records import Consent, Member
-from connectors.redact import redact
-from connectors.registry import register_destination
-from connectors.runtime import Runtime
+from connectors.kernel.errors import ConfigError, PermanentError, RateLimitedError, RetryableError
+from connectors.kernel.http import HttpConnector, default_classify
+from connectors.kernel.identifiers import normalize_email
+from connectors.kernel.records import Consent, Member
+from connectors.kernel.redact import redact
+from connectors.kernel.runtime import Runtime
 
 T = TypeVar("T")
 
@@ -139,7 +138,6 @@ class MailchimpClient(HttpConnector):
         raise PermanentError(text, status=status, code=title or None)
 
 
-@register_destination("mailchimp")
 class MailchimpDestination(Destination):
     kind = "mailchimp"
     audience_kind = "email"

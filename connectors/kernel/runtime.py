@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 import redis
 
-from connectors.ratelimit import (
+from connectors.kernel.ratelimit import (
     ConcurrencyLimiter,
     LocalConcurrency,
     LocalTokenBucket,
@@ -16,7 +16,7 @@ from connectors.ratelimit import (
     RedisConcurrency,
     RedisTokenBucket,
 )
-from connectors.retry import RetryPolicy
+from connectors.kernel.retry import RetryPolicy
 
 
 @dataclass

@@ -15,8 +15,8 @@ import json
 import re
 from typing import Any
 
-from connectors.destinations.meta import KEYS, MAX_ROWS
-from connectors.emulators.server import EmulatorServer, Faults, Request, Response
+from connectors.kernel.emulator import EmulatorServer, Faults, Request, Response
+from connectors.meta.destination import KEYS, MAX_ROWS
 
 AudienceRow = tuple[tuple[str, str], ...]
 _HEX = re.compile(r"^[0-9a-f]{64}$")
@@ -214,7 +214,7 @@ class MetaEmulator(EmulatorServer):
         return Response(200, answer)
 
 
-def sandbox_emulator() -> tuple[MetaEmulator, str]:
+def sandbox_emulator(world: object = None) -> tuple[MetaEmulator, str]:
     """For ``worker.sandbox``: served at the root URL, audiences created on first use."""
     token = "sandbox-meta-token"  # noqa: S105 - the local emulator's credential
     return MetaEmulator(access_token=token, prefix="", auto_create=True), token

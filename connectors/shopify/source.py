@@ -29,14 +29,13 @@ from typing import Any, ClassVar, Literal
 import httpx
 from pydantic import Field, field_validator
 
-from connectors.errors import ConfigError, PermanentError, RateLimitedError, RetryableError
-from connectors.http import JSON, HttpConnector, default_classify
-from connectors.records import Consent, CustomerRecord, LineItem, OrderRecord, Page, Problem
-from connectors.redact import redact
-from connectors.registry import register_source
-from connectors.retry import RetryPolicy
-from connectors.runtime import Runtime
-from connectors.sources.base import Source, SourceConfig
+from connectors.kernel.errors import ConfigError, PermanentError, RateLimitedError, RetryableError
+from connectors.kernel.http import JSON, HttpConnector, default_classify
+from connectors.kernel.records import Consent, CustomerRecord, LineItem, OrderRecord, Page, Problem
+from connectors.kernel.redact import redact
+from connectors.kernel.retry import RetryPolicy
+from connectors.kernel.runtime import Runtime
+from connectors.kernel.source import Source, SourceConfig
 
 log = logging.getLogger(__name__)
 
@@ -225,7 +224,6 @@ def shopify_time(ts: datetime) -> str:
     return ts.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-@register_source("shopify")
 class ShopifySource(Source):
     """Customers and orders from the Shopify Admin GraphQL API (see the module docstring)."""
 
@@ -241,6 +239,7 @@ class ShopifySource(Source):
         client: httpx.Client | None = None,
     ) -> None:
         super().__init__(config, runtime, secret)
+        secret = self.secret
         if not isinstance(config, ShopifyConfig):
             raise ConfigError("shopify source needs a [source] table with type = 'shopify'")
         self.settings = config

@@ -1,7 +1,7 @@
 """Meta Marketing API custom audiences (customer file): multi-key rows, pre-hashed with our rules.
 
 ``POST /{audience_id}/users`` adds, ``DELETE`` removes, ``POST /{audience_id}/usersreplace`` swaps
-the whole audience in one session. Every value is normalized by :mod:`connectors.identifiers` and
+the whole audience in one session. Every value is normalized by :mod:`connectors.kernel.identifiers` and
 sent as lowercase SHA-256 hex; raw PII never leaves the process. api-contracts.md §6.
 """
 
@@ -18,16 +18,16 @@ from urllib.parse import quote
 import httpx
 from pydantic import Field, SecretStr, field_validator
 
-from connectors.destinations.base import (
+from connectors.kernel.destination import (
     BatchResult,
     Destination,
     DestinationConfig,
     MappingOptions,
     Rejection,
 )
-from connectors.errors import ConfigError, PermanentError, RateLimitedError, RetryableError
-from connectors.http import HttpConnector, default_classify
-from connectors.identifiers import (
+from connectors.kernel.errors import ConfigError, PermanentError, RateLimitedError, RetryableError
+from connectors.kernel.http import HttpConnector, default_classify
+from connectors.kernel.identifiers import (
     normalize_country,
     normalize_email,
     normalize_name,
@@ -35,10 +35,9 @@ from connectors.identifiers import (
     phone_for_platform,
     sha256_hex,
 )
-from connectors.records import Member
-from connectors.redact import redact
-from connectors.registry import register_destination
-from connectors.runtime import Runtime
+from connectors.kernel.records import Member
+from connectors.kernel.redact import redact
+from connectors.kernel.runtime import Runtime
 
 MetaKey = Literal["EMAIL", "PHONE", "FN", "LN", "COUNTRY"]
 KEYS: tuple[str, ...] = ("EMAIL", "PHONE", "FN", "LN", "COUNTRY")
@@ -182,7 +181,6 @@ class UploadReport:
     session_id: int | None = None
 
 
-@register_destination("meta")
 class MetaDestination(Destination):
     kind = "meta"
     audience_kind = "ads"
