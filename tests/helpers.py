@@ -35,24 +35,17 @@ def seed_segment(
 
 
 def audience_now(sandbox: Sandbox, config: AppConfig, mapping_name: str) -> set[str]:
-    """What the destination holds for a mapping, as identities in our own format."""
-    from connectors.file.destination import audience_path, read_audience
-    from connectors.mailchimp.emulator import MailchimpEmulator
-    from connectors.meta.destination import encode_identity
-    from connectors.meta.emulator import MetaEmulator
+    """What the destination holds for a mapping, as identities in our own format (the vendor's hooks)."""
+    from connectors.kernel.vendor import vendor
 
     mapping = config.mappings[mapping_name]
     dest = config.destinations[mapping.destination]
-    emulator = sandbox.emulator(dest.type)
-    if isinstance(emulator, MailchimpEmulator):
-        segment = emulator.segment_by_name(mapping.audience, mapping.options["tag"])
-        return set() if segment is None else emulator.segment_members(mapping.audience, segment)
-    if isinstance(emulator, MetaEmulator):
-        return {
-            encode_identity([k for k, _ in row], tuple(v for _, v in row))
-            for row in emulator.audience(mapping.audience)
-        }
-    return read_audience(audience_path(dest.directory, mapping.audience))  # type: ignore[attr-defined]
+    hooks = vendor(dest.type).part("contract")()
+    workdir = getattr(dest, "directory", Path("."))
+    members: set[str] = hooks.members_in(
+        sandbox.emulator(dest.type), mapping.audience, config.options[mapping_name], workdir
+    )
+    return members
 
 
 def write_config(path: Path, body: str, *, shop_url: str = "https://example.myshopify.com") -> Path:

@@ -107,7 +107,9 @@ def test_a_killed_pool_child_is_redelivered_at_once_and_takes_over_its_dead_lock
     now = datetime.now(UTC)
     shop = SyntheticStore(seed=9, customers=300, now=now)
     with ShopifyEmulator(shop, restore_rate=10_000, bucket_size=20_000, faults=Faults(latency=0.08)) as emulator:
+        # a lock that would outlive the test: only a takeover of the dead holder's lock lets it finish soon
         env = _env(redis_url, key_prefix, tmp_path, AUDIENCE_SYNC_SHOPIFY_ACCESS_TOKEN=DEFAULT_TOKEN)
+        env["AUDIENCE_SYNC_LOCK_TTL_SECONDS"] = "300"
         write_config(
             Path(env["AUDIENCE_SYNC_CONFIG"]),
             f"""
@@ -131,6 +133,7 @@ def test_a_killed_pool_child_is_redelivered_at_once_and_takes_over_its_dead_lock
         holder = wait_for(lambda: client.get(f"{key_prefix}:lock:cycle"), 60, "the cycle to hold its lock")
         wait_for(lambda: store.recent_runs() and store.recent_runs()[0].counts.get("pages"), 30, "the pull to start")
         os.kill(int(json.loads(holder)["pid"]), signal.SIGKILL)  # what the OOM killer does to a pool child
+        killed_at = time.monotonic()
 
         run = wait_for(
             lambda: next((r for r in store.recent_runs(mapping="buyers") if r.status == "ok"), None),
@@ -138,6 +141,7 @@ def test_a_killed_pool_child_is_redelivered_at_once_and_takes_over_its_dead_lock
             "the redelivered cycle to sync",
         )
         assert run.counts["added"] == run.counts["eligible"] > 0
+        assert time.monotonic() - killed_at < 60  # far sooner than the 300 s lock would have expired
         pulls = [r.status for r in store.recent_runs() if r.kind == "pull"]
         assert pulls[-1] == "interrupted" and pulls[0] == "ok"  # the killed run is closed as what it was
         log = worker.log()

@@ -266,7 +266,7 @@ def test_a_missing_list_says_what_to_check(database_url: str, tmp_path: Path) ->
         seed_segment(store, "buyers", 3)
         result = sync_mapping(store, load_config(path), settings, make_runtime(settings), "big")
         assert result.status == "needs_attention"
-        assert result.error is not None and "Resource Not Found (HTTP 404)" in result.error
+        assert result.error is not None and "(HTTP 404, Resource Not Found)" in result.error
         assert "check the mapping's audience" in result.error
         store.dispose()
 

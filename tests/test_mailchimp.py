@@ -22,37 +22,9 @@ from connectors.mailchimp.destination import (
     subscriber_hash,
 )
 from connectors.mailchimp.emulator import MailchimpEmulator
-from tests.destination_contract import DestinationContract
 
 LIST = "list0001"
 KEY = "0123456789abcdef0123456789abcdef-us1"
-
-
-class TestMailchimpContract(DestinationContract):
-    destination_type = "mailchimp"
-    audience = LIST
-    secret = KEY
-    request_limit = 500
-    batch_paths = (f"/lists/{LIST}",)
-
-    def make_emulator(self) -> MailchimpEmulator:
-        return MailchimpEmulator(api_key=KEY)
-
-    def prepare(self, emulator: MailchimpEmulator) -> None:
-        emulator.create_list(LIST)
-
-    def make_config(self, emulator: MailchimpEmulator, secret: str) -> MailchimpConfig:
-        return MailchimpConfig(base_url=emulator.base_url, secret=secret)
-
-    def options(self) -> MailchimpOptions:
-        return MailchimpOptions(tag="vip")
-
-    def members_in(self, emulator: MailchimpEmulator) -> set[str]:
-        segment = emulator.segment_by_name(LIST, "vip")
-        return set() if segment is None else emulator.segment_members(LIST, segment)
-
-    def refused_member(self, emulator: MailchimpEmulator) -> Member:
-        return Member(key="fake", email="someone@nowhere.invalid", email_consent=Consent.SUBSCRIBED)
 
 
 # -- vendor specifics ------------------------------------------------------------------------

@@ -30,7 +30,6 @@ from connectors.meta.destination import (
     encode_identity,
 )
 from connectors.meta.emulator import MetaEmulator
-from tests.destination_contract import DestinationContract
 
 AUDIENCE = "23850000000000001"
 TOKEN = "EAAtesttoken0123456789abcdef"
@@ -98,33 +97,6 @@ META_BODY_SCHEMA: dict[str, Any] = {
 
 def identities_in(emulator: MetaEmulator, audience: str = AUDIENCE) -> set[str]:
     return {encode_identity([k for k, _ in row], tuple(v for _, v in row)) for row in emulator.audience(audience)}
-
-
-class TestMetaContract(DestinationContract):
-    destination_type = "meta"
-    audience = AUDIENCE
-    secret = TOKEN
-    request_limit = 10_000
-    batch_paths = ("/users",)
-
-    def make_emulator(self) -> MetaEmulator:
-        return MetaEmulator(access_token=TOKEN)
-
-    def prepare(self, emulator: MetaEmulator) -> None:
-        emulator.create_audience(AUDIENCE)
-
-    def make_config(self, emulator: MetaEmulator, secret: str) -> MetaConfig:
-        return MetaConfig(base_url=emulator.base_url, secret=secret, requests_per_second=1e6, burst=1e6)
-
-    def options(self) -> MetaOptions:
-        return MetaOptions(keys=ALL_KEYS)
-
-    def members_in(self, emulator: MetaEmulator) -> set[str]:
-        return identities_in(emulator)
-
-    def refused_member(self, emulator: MetaEmulator) -> Member:
-        emulator.poisoned.add(sha256_hex("refused@example.com"))
-        return Member(key="r", email="refused@example.com", country="US")
 
 
 # -- vendor specifics ----------------------------------------------------------------------

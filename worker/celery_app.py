@@ -53,6 +53,23 @@ app = make_celery(get_settings())
 _heartbeats: list[Any] = []
 
 
+@signals.worker_init.connect
+def _log_our_lines(**_: Any) -> None:
+    """Our own loggers (``worker.*``, ``connectors.*``) to the worker's output, redacted like every line."""
+    import logging
+    import sys
+
+    from connectors.kernel.redact import install_log_redaction
+
+    root = logging.getLogger()
+    if not root.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("[%(asctime)s: %(levelname)s/%(processName)s] %(name)s: %(message)s"))
+        root.addHandler(handler)
+        root.setLevel(logging.INFO)
+    install_log_redaction("celery", "celery.app.trace", "celery.worker")
+
+
 @signals.worker_ready.connect
 def _start_heartbeat(sender: Any = None, **_: Any) -> None:
     """Say we are alive, so a resync request can tell "queued" from "queued, but nobody listens"."""

@@ -84,6 +84,7 @@ class FileDestination(Destination):
     kind = "file"
     audience_kind: AudienceKind = "ads"
     batch_size = 1000
+    readable = True
     Config = FileConfig
 
     def __init__(self, name: str, config: DestinationConfig, runtime: object) -> None:
@@ -105,7 +106,7 @@ class FileDestination(Destination):
             return "no_email"
         return super().ineligible_reason(member)
 
-    def members(self, audience: str) -> set[str]:
+    def members(self, audience: str, options: MappingOptions | None = None) -> set[str]:
         """The audience's current members (read back: the file destination supports reconcile)."""
         path = audience_path(self.file_config.directory, audience)
         stamp = _stamp(path)

@@ -1,22 +1,32 @@
-"""The destination contract the sync engine drives.
+"""The destination base the sync engine drives, and what every vendor's destination shares.
 
 A destination says who is eligible, what identity it stores for a member (the value it can later
 remove by), and sends one batch of adds or removes, reporting exactly which identities it accepted
 and which it rejected with a reason. Batching, acknowledgement and retries of whole runs are the
-engine's job; retrying a request is the HTTP core's.
+engine's job; retrying a request is the HTTP core's. The base owns the rest: the client, built on
+first use (so eligibility and identity need no credentials) and closed once; the credential, with a
+message naming its variable when it is missing; counters and request statistics for the run summary;
+splitting a batch to the vendor's request limit; reading options of the right type.
 """
 
 from __future__ import annotations
 
+import threading
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Sequence
+from collections import Counter
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal, Protocol
+from typing import Any, ClassVar, Literal, Protocol, TypeVar
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, SecretStr
 
+from connectors.kernel.errors import ConfigError
+from connectors.kernel.http import HttpConnector
 from connectors.kernel.records import Consent, Member
 from connectors.kernel.runtime import Runtime
+
+T = TypeVar("T")
+OptionsT = TypeVar("OptionsT", bound="MappingOptions")
 
 
 class DestinationConfig(BaseModel):
@@ -24,6 +34,8 @@ class DestinationConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     type: str
+    #: filled by the worker from the vendor's declared variable, never from the config file
+    secret: SecretStr | None = None
 
 
 class MappingOptions(BaseModel):
@@ -69,6 +81,11 @@ class LocalMemory:
         self._values[key] = value
 
 
+def chunks(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
 class Destination(ABC):
     kind: ClassVar[str]
     #: instance-level so a configurable destination (file) can set them from its config
@@ -78,6 +95,8 @@ class Destination(ABC):
     Options: ClassVar[type[MappingOptions]] = MappingOptions
     #: a full replace can be done natively (Meta usersreplace); otherwise the engine diffs
     supports_replace: ClassVar[bool] = False
+    #: the audience's members can be read back (``audience-sync reconcile`` compares them)
+    readable: ClassVar[bool] = False
     #: an ad platform's name and the matched members it needs before an audience can be targeted
     targeting_minimum: ClassVar[tuple[str, int] | None] = None
 
@@ -87,6 +106,36 @@ class Destination(ABC):
         self.runtime = runtime
         #: per-mapping values kept between runs (the sync engine binds the store's before a run)
         self.memory: Memory = LocalMemory()
+        #: the vendor's own counters, reported with the request statistics
+        self.counters: Counter[str] = Counter()
+        self._client: HttpConnector | None = None
+        self._client_lock = threading.Lock()
+
+    # -- the client ----------------------------------------------------------------------
+    @property
+    def client(self) -> HttpConnector:
+        """Built on first use, so eligibility and identity work without credentials."""
+        with self._client_lock:
+            if self._client is None:
+                self._client = self.build_client()
+            return self._client
+
+    def build_client(self) -> HttpConnector:
+        raise NotImplementedError(f"{self.kind} speaks no HTTP")
+
+    def credential(self) -> str:
+        if self.config.secret is None or not self.config.secret.get_secret_value():
+            from connectors.kernel.vendor import vendors
+
+            variable = vendors().get(self.kind, None)
+            where = f" (set {variable.secrets['secret']})" if variable and "secret" in variable.secrets else ""
+            raise ConfigError(f"{self.kind}: no credentials{where}")
+        return self.config.secret.get_secret_value()
+
+    def opts(self, options: MappingOptions, cls: type[OptionsT]) -> OptionsT:
+        if not isinstance(options, cls):
+            raise TypeError(f"{self.kind}: options must be {cls.__name__}, not {type(options).__name__}")
+        return options
 
     # -- eligibility and identity (pure) ------------------------------------------------
     def ineligible_reason(self, member: Member) -> str | None:
@@ -119,9 +168,23 @@ class Destination(ABC):
         """Replace the whole audience in one session (only where ``supports_replace``)."""
         raise NotImplementedError(f"{self.kind} has no native replace")
 
+    def members(self, audience: str, options: MappingOptions) -> set[str]:
+        """The identities the audience holds now, read back from the platform (where ``readable``)."""
+        raise NotImplementedError(f"{self.kind} cannot list an audience's members")
+
     def stats(self) -> dict[str, Any]:
-        """Request/retry counters for the run summary."""
-        return {}
+        """Requests, retries, throttles and waits, and the vendor's own counters, for the run summary."""
+        out: dict[str, Any] = dict(self.counters)
+        if self._client is not None:
+            s = self._client.stats
+            out.update(
+                requests=self._client.requests,
+                retries=s.retries,
+                throttled=s.throttled,
+                waited_seconds=round(s.waited_seconds, 3),
+            )
+        return out
 
     def close(self) -> None:
-        return None
+        if self._client is not None:
+            self._client.close()

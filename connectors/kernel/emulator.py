@@ -282,6 +282,9 @@ class EmulatorServer:
             allow_reuse_address = True
             request_queue_size = 128
 
+            def handle_error(self, request: Any, client_address: Any) -> None:
+                return None  # a client that hung up (a killed worker) is not the emulator's fault
+
         self._httpd = _Server((host, port), _Handler)
         self._thread = threading.Thread(
             target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, name=self.name, daemon=True

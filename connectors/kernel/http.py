@@ -1,8 +1,8 @@
 """The shared HTTP core every connector is built on.
 
-A connector subclass declares its base URL, auth and limits, and overrides :meth:`HttpConnector.classify`
-(the one place that maps a vendor response to the error taxonomy). Everything else, the client,
-retries, rate limiting, redaction and statistics, lives here.
+A connector subclass declares its base URL, auth and limits, and its :class:`ErrorTable` (the one place
+that maps a vendor's answers to the error taxonomy). Everything else, the client, retries, rate
+limiting, redaction and statistics, lives here.
 """
 
 from __future__ import annotations
@@ -10,12 +10,13 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Generator, Mapping
 from typing import Any, ClassVar
 
 import httpx
 
-from connectors.kernel.errors import ConfigError, ConnectorError, PermanentError, RateLimitedError, RetryableError
+from connectors.kernel.error_table import ErrorTable, retry_after
+from connectors.kernel.errors import ConnectorError, RetryableError
 from connectors.kernel.ratelimit import ConcurrencyLimiter, RateLimiter, Unlimited
 from connectors.kernel.redact import redact
 from connectors.kernel.retry import RetryPolicy, RetryStats
@@ -44,32 +45,19 @@ def make_client(
     )
 
 
-def retry_after_seconds(response: httpx.Response) -> float | None:
-    """Retry-After in seconds (the HTTP-date form is rare for these APIs and treated as absent)."""
-    value = response.headers.get("Retry-After")
-    if value is None:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        return None
+retry_after_seconds = retry_after
 
 
-def default_classify(response: httpx.Response) -> None:
-    """The common HTTP mapping; connectors refine it with their vendor's signals."""
-    status = response.status_code
-    if status < 400:
-        return
-    detail = redact(response.text[:300])
-    if status == 429:
-        raise RateLimitedError(
-            f"rate limited (HTTP 429): {detail}", wait_seconds=retry_after_seconds(response), status=status
-        )
-    if status in (401, 403):
-        raise ConfigError(f"not authorised (HTTP {status}): check the credentials: {detail}", status=status)
-    if status >= 500 or status == 408:
-        raise RetryableError(f"server error (HTTP {status}): {detail}", status=status)
-    raise PermanentError(f"request refused (HTTP {status}): {detail}", status=status)
+class HeaderAuth(httpx.Auth):
+    """A credential in a header (never in the URL, where proxies and logs keep it), e.g.
+    ``HeaderAuth(token)`` for ``Authorization: Bearer …`` or ``HeaderAuth(key, "Access-Token", "{}")``."""
+
+    def __init__(self, token: str, header: str = "Authorization", template: str = "Bearer {}") -> None:
+        self._token, self._header, self._template = token, header, template
+
+    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
+        request.headers[self._header] = self._template.format(self._token)
+        yield request
 
 
 class HttpConnector:
@@ -77,6 +65,8 @@ class HttpConnector:
 
     #: registry name, e.g. ``"shopify"`` or ``"mailchimp"``
     name: ClassVar[str] = ""
+    #: the vendor's error rows before the kernel's (plain HTTP statuses)
+    errors: ClassVar[ErrorTable] = ErrorTable("http")
     max_connections: ClassVar[int] = 10
     timeout: ClassVar[float] = 30.0
 
@@ -117,8 +107,8 @@ class HttpConnector:
         self.close()
 
     def classify(self, response: httpx.Response) -> None:
-        """Raise the taxonomy error for ``response``; return for a usable one. Override per vendor."""
-        default_classify(response)
+        """Raise the taxonomy error for ``response`` (by the error table); return for a usable one."""
+        self.errors.raise_for(response)
 
     def request_cost(self, method: str, path: str, body: Any) -> float:
         """Tokens this request takes from the rate limiter (1 by default)."""
@@ -150,6 +140,19 @@ class HttpConnector:
         """Like :meth:`send`, parsing a JSON object body inside the retry (a torn body is retried)."""
         try:
             return self.retry.call(lambda: self.json_body(self.send_once(method, path, **kwargs)), self.stats)
+        except ConnectorError as exc:
+            log.warning("%s %s %s failed: %s", self.name, method, redact(path), exc.message)
+            raise
+
+    def send_for_json(self, method: str, path: str, **kwargs: Any) -> tuple[JSON, httpx.Response]:
+        """Like :meth:`send_json`, also handing back the answer (its headers carry paging, limits)."""
+
+        def attempt() -> tuple[JSON, httpx.Response]:
+            response = self.send_once(method, path, **kwargs)
+            return self.json_body(response), response
+
+        try:
+            return self.retry.call(attempt, self.stats)
         except ConnectorError as exc:
             log.warning("%s %s %s failed: %s", self.name, method, redact(path), exc.message)
             raise

@@ -10,12 +10,12 @@ from __future__ import annotations
 import hashlib
 import re
 import threading
-from collections.abc import Iterator, Sequence
-from typing import Any, Literal, TypeVar
+from collections.abc import Sequence
+from typing import Any, Literal
 from urllib.parse import quote
 
 import httpx
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, model_validator
 
 from connectors.kernel.destination import (
     BatchResult,
@@ -23,15 +23,14 @@ from connectors.kernel.destination import (
     DestinationConfig,
     MappingOptions,
     Rejection,
+    chunks,
 )
-from connectors.kernel.errors import ConfigError, PermanentError, RateLimitedError, RetryableError
-from connectors.kernel.http import HttpConnector, default_classify
+from connectors.kernel.errors import RetryableError
 from connectors.kernel.identifiers import normalize_email
+from connectors.kernel.paginate import OffsetPaginator, pages
 from connectors.kernel.records import Consent, Member
 from connectors.kernel.redact import redact
-from connectors.kernel.runtime import Runtime
-
-T = TypeVar("T")
+from connectors.mailchimp.client import MailchimpClient, data_centre
 
 #: both batch endpoints take at most 500 members per call (spec description text, no maxItems)
 MAX_MEMBERS = 500
@@ -46,25 +45,10 @@ def subscriber_hash(email: str) -> str:
     return hashlib.md5(email.strip().lower().encode("utf-8"), usedforsecurity=False).hexdigest()
 
 
-def data_centre(api_key: str) -> str:
-    """The ``usN`` suffix of an API key; the default host is derived from it."""
-    _, sep, dc = api_key.rpartition("-")
-    if not sep or not re.fullmatch(r"[a-z]+[0-9]+", dc):
-        raise ConfigError("mailchimp: the API key has no data-centre suffix (expected '...-us6')")
-    return dc
-
-
-def chunks(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
-
-
 class MailchimpConfig(DestinationConfig):
     type: Literal["mailchimp"] = "mailchimp"
     #: ``{dc}`` is replaced by the API key's data centre; point it at an emulator in tests
     base_url: str = "https://{dc}.api.mailchimp.com/3.0"
-    #: the API key, filled by the worker from AUDIENCE_SYNC_MAILCHIMP_API_KEY
-    secret: SecretStr | None = None
     #: simultaneous connections per API key (Mailchimp allows 10; 8 leaves room for people)
     max_connections: int = Field(default=8, ge=1, le=10)
 
@@ -82,91 +66,22 @@ class MailchimpOptions(MappingOptions):
         return self
 
 
-class MailchimpClient(HttpConnector):
-    """Problem+json errors; no Retry-After on 429; a bare 403 (load shedding) is retried once."""
-
-    name = "mailchimp"
-    max_connections = 8
-    timeout = 120.0
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._local = threading.local()
-
-    def _reset(self) -> None:
-        self._local.bare_403 = 0
-
-    def send(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
-        self._reset()
-        return super().send(method, path, **kwargs)
-
-    def send_json(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
-        self._reset()
-        return super().send_json(method, path, **kwargs)
-
-    def classify(self, response: httpx.Response) -> None:
-        status = response.status_code
-        if status < 400:
-            return
-        if status == 403 and not response.content.strip():
-            seen = getattr(self._local, "bare_403", 0) + 1
-            self._local.bare_403 = seen
-            if seen <= 1:
-                raise RetryableError("mailchimp: bare HTTP 403 (load shedding?); retrying once", status=403)
-            raise ConfigError("mailchimp: forbidden (HTTP 403, twice): check the API key", status=403)
-        try:
-            problem = response.json()
-        except ValueError:
-            problem = None
-        if not isinstance(problem, dict):
-            default_classify(response)
-            return
-        title = redact(str(problem.get("title") or "")).strip()[:100] or response.reason_phrase or "error"
-        detail = redact(str(problem.get("detail") or problem.get("error") or "")).strip()[:300]
-        text = f"mailchimp: {title} (HTTP {status})" + (f": {detail}" if detail else "")
-        if status == 404:
-            raise ConfigError(
-                text + " (check the mapping's audience: the list id, or the segment_id, must exist for this API key)",
-                status=status,
-            )
-        if status == 429:
-            raise RateLimitedError(text, wait_seconds=None, status=status)
-        if status in (401, 403):
-            raise ConfigError(text + " (check the API key and its permissions)", status=status)
-        if status >= 500 or status == 408:
-            raise RetryableError(text, status=status)
-        raise PermanentError(text, status=status, code=title or None)
-
-
 class MailchimpDestination(Destination):
     kind = "mailchimp"
     audience_kind = "email"
     batch_size = MAX_MEMBERS
+    readable = True
     Config = MailchimpConfig
     Options = MailchimpOptions
 
-    def __init__(self, name: str, config: DestinationConfig, runtime: Runtime) -> None:
+    def __init__(self, name: str, config: DestinationConfig, runtime: Any) -> None:
         super().__init__(name, config, runtime)
         assert isinstance(config, MailchimpConfig)
         self.mc_config = config
-        self._client: MailchimpClient | None = None
         self._lock = threading.Lock()
-        self._client_lock = threading.Lock()
-        self._refused_status = 0
 
-    # -- plumbing ------------------------------------------------------------------------
-    @property
-    def client(self) -> MailchimpClient:
-        """Built on first use, so eligibility and identity work without a key."""
-        with self._client_lock:
-            if self._client is None:
-                self._client = self._build_client()
-            return self._client
-
-    def _build_client(self) -> MailchimpClient:
-        if self.mc_config.secret is None:
-            raise ConfigError("mailchimp: no API key (set AUDIENCE_SYNC_MAILCHIMP_API_KEY)")
-        key = self.mc_config.secret.get_secret_value()
+    def build_client(self) -> MailchimpClient:
+        key = self.credential()
         base = self.mc_config.base_url
         if "{dc}" in base:
             base = base.replace("{dc}", data_centre(key))
@@ -177,11 +92,6 @@ class MailchimpDestination(Destination):
             retry=self.runtime.retry_policy(),
             concurrency=self.runtime.concurrency(f"mailchimp:{fingerprint}", self.mc_config.max_connections),
         )
-
-    @staticmethod
-    def _opts(options: MappingOptions) -> MailchimpOptions:
-        assert isinstance(options, MailchimpOptions)
-        return options
 
     def identity(self, member: Member, options: MappingOptions) -> str:
         raw = member.email or ""
@@ -195,7 +105,7 @@ class MailchimpDestination(Destination):
         blind retry; if two exist anyway, the one holding more members is ours. The choice is
         remembered for the mapping, so later runs never pick an empty twin.
         """
-        opts = self._opts(options)
+        opts = self.opts(options, MailchimpOptions)
         if opts.segment_id is not None:
             return opts.segment_id
         assert opts.tag is not None
@@ -227,22 +137,24 @@ class MailchimpDestination(Destination):
 
     def _find_segment(self, list_id: str, name: str) -> int | None:
         """The static segment named ``name``; of several with that name, the one with most members."""
-        offset = 0
-        matches: list[tuple[int, int]] = []
-        while True:
-            params = {"type": "static", "count": 1000, "offset": offset}
-            page = self.client.send_json("GET", f"/lists/{quote(list_id)}/segments", params=params)
-            segments = page.get("segments") or []
-            matches += [
-                (int(seg.get("member_count") or 0), int(seg["id"])) for seg in segments if seg.get("name") == name
-            ]
-            offset += len(segments)
-            if not segments or offset >= int(page.get("total_items") or 0):
-                break
-        if not matches:
-            return None
+        paginator = OffsetPaginator(items="segments")
+        matches = [
+            (int(seg.get("member_count") or 0), int(seg["id"]))
+            for body, _ in pages(self.client, f"/lists/{quote(list_id)}/segments", paginator, {"type": "static"})
+            for seg in body.get("segments") or []
+            if seg.get("name") == name
+        ]
         # most members first; of equals, the oldest (lowest id)
-        return sorted(matches, key=lambda m: (-m[0], m[1]))[0][1]
+        return sorted(matches, key=lambda m: (-m[0], m[1]))[0][1] if matches else None
+
+    def members(self, audience: str, options: MappingOptions) -> set[str]:
+        """The segment's members, read back (``reconcile``)."""
+        path = f"/lists/{quote(audience)}/segments/{self.segment_id(audience, options)}/members"
+        return {
+            str(m.get("email_address", "")).strip().lower()
+            for body, _ in pages(self.client, path, OffsetPaginator(items="members"))
+            for m in body.get("members") or []
+        }
 
     # -- response interpretation ------------------------------------------------------
     def _upsert_refusals(self, body: dict[str, Any]) -> dict[str, Rejection]:
@@ -297,7 +209,7 @@ class MailchimpDestination(Destination):
             }
             answer = self.client.send_json("POST", f"/lists/{quote(audience)}", json=body)
             refused = self._upsert_refusals(answer)
-            self._refused_status += sum(1 for r in refused.values() if r.code.startswith("mailchimp_"))
+            self.counters["refused_by_status"] += sum(1 for r in refused.values() if r.code.startswith("mailchimp_"))
             result.rejected.extend(refused[e] for e in chunk if e in refused)
             upserted.extend(e for e in chunk if e not in refused)
         path = f"/lists/{quote(audience)}/segments/{segment}"
@@ -319,19 +231,3 @@ class MailchimpDestination(Destination):
             result.rejected.extend(refused[e] for e in chunk if e in refused)
             result.accepted.extend(e for e in chunk if e not in refused)
         return result
-
-    def stats(self) -> dict[str, Any]:
-        if self._client is None:
-            return {}
-        s = self._client.stats
-        return {
-            "requests": self._client.requests,
-            "retries": s.retries,
-            "throttled": s.throttled,
-            "waited_seconds": s.waited_seconds,
-            "refused_by_status": self._refused_status,
-        }
-
-    def close(self) -> None:
-        if self._client is not None:
-            self._client.close()

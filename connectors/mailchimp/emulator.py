@@ -86,6 +86,7 @@ class MailchimpEmulator(EmulatorServer):
         self.route("POST", p + "/lists/{list_id}/segments", self._create_segment)
         self.route("POST", p + "/lists/{list_id}/segments/{segment_id}", self._segment_members)
         self.route("GET", p + "/lists/{list_id}/members/{subscriber_hash}", self._get_member)
+        self.route("GET", p + "/lists/{list_id}/segments/{segment_id}/members", self._segment_member_list)
         self.route("GET", p + "/reports", self._reports)
         self.route("GET", p + "/reports/{campaign_id}/email-activity", self._email_activity)
         #: campaign id -> (list id, send time); campaign id -> email -> [(action, timestamp)]
@@ -445,6 +446,21 @@ class MailchimpEmulator(EmulatorServer):
             "error_count": len(missing),
         }
         return Response(200, answer)
+
+    def _segment_member_list(self, request: Request) -> Response:
+        """A segment's members, ``count`` (at most 1000, default 10) from ``offset``, as the API pages."""
+        list_id = request.params["list_id"]
+        with self.lock:
+            segment = self.segments.get(list_id, {}).get(int(request.params["segment_id"]))
+            if segment is None:
+                self.record(request, 404)
+                return problem(404, "Resource Not Found", "The requested resource could not be found.")
+            emails = self.lists[list_id]
+            everyone = [self._member_json(list_id, e, emails.get(e, "subscribed")) for e in sorted(segment[1])]
+            self.record(request, 200)
+        count = min(1000, int((request.query.get("count") or ["10"])[0]))
+        offset = int((request.query.get("offset") or ["0"])[0])
+        return Response(200, {"members": everyone[offset : offset + count], "total_items": len(everyone)})
 
     def _get_member(self, request: Request) -> Response:
         list_id, wanted = request.params["list_id"], request.params["subscriber_hash"]

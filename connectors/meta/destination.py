@@ -7,16 +7,13 @@ sent as lowercase SHA-256 hex; raw PII never leaves the process. api-contracts.m
 
 from __future__ import annotations
 
-import json
 import secrets
-import threading
-from collections.abc import Generator, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 from urllib.parse import quote
 
-import httpx
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, field_validator
 
 from connectors.kernel.destination import (
     BatchResult,
@@ -25,8 +22,8 @@ from connectors.kernel.destination import (
     MappingOptions,
     Rejection,
 )
-from connectors.kernel.errors import ConfigError, PermanentError, RateLimitedError, RetryableError
-from connectors.kernel.http import HttpConnector, default_classify
+from connectors.kernel.errors import PermanentError
+from connectors.kernel.http import HeaderAuth
 from connectors.kernel.identifiers import (
     normalize_country,
     normalize_email,
@@ -38,15 +35,12 @@ from connectors.kernel.identifiers import (
 from connectors.kernel.records import Member
 from connectors.kernel.redact import redact
 from connectors.kernel.runtime import Runtime
+from connectors.meta.client import MetaClient, as_int
 
 MetaKey = Literal["EMAIL", "PHONE", "FN", "LN", "COUNTRY"]
 KEYS: tuple[str, ...] = ("EMAIL", "PHONE", "FN", "LN", "COUNTRY")
 DEFAULT_KEYS: tuple[MetaKey, ...] = ("EMAIL", "PHONE")
 MAX_ROWS = 10_000
-THROTTLE_CODES = frozenset({4, 17, 613, 80003, 80004})
-TRANSIENT_CODES = frozenset({1, 2})
-#: a throttle answer without a usable estimate still pauses the ad account this long
-DEFAULT_THROTTLE_WAIT = 60.0
 Row = tuple[str, ...]
 
 
@@ -64,41 +58,9 @@ def decode_identity(identity: str) -> tuple[tuple[str, ...], Row] | None:
     return keys, row
 
 
-def regain_seconds(response: httpx.Response) -> float | None:
-    """The longest ``estimated_time_to_regain_access`` (minutes) in X-Business-Use-Case-Usage."""
-    header = response.headers.get("X-Business-Use-Case-Usage")
-    if not header:
-        return None
-    try:
-        usage = json.loads(header)
-    except ValueError:
-        return None
-    minutes = [
-        float(entry.get("estimated_time_to_regain_access") or 0)
-        for entries in (usage.values() if isinstance(usage, dict) else [])
-        for entry in (entries if isinstance(entries, list) else [])
-        if isinstance(entry, dict)
-    ]
-    longest = max(minutes, default=0.0)
-    return longest * 60 if longest > 0 else None
-
-
-class BearerAuth(httpx.Auth):
-    """The token goes in a header, never in the URL (where proxies and logs keep it)."""
-
-    def __init__(self, token: str) -> None:
-        self._token = token
-
-    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
-        request.headers["Authorization"] = f"Bearer {self._token}"
-        yield request
-
-
 class MetaConfig(DestinationConfig):
     type: Literal["meta"] = "meta"
     base_url: str = "https://graph.facebook.com/v25.0"
-    #: system-user access token, filled by the worker from AUDIENCE_SYNC_META_ACCESS_TOKEN
-    secret: SecretStr | None = None
     #: the ad account owning the audiences: Meta's quotas (and our bucket) are per ad account
     ad_account_id: str | None = None
     requests_per_second: float = Field(default=5.0, gt=0)
@@ -116,56 +78,6 @@ class MetaOptions(MappingOptions):
         if not keys or len(set(keys)) != len(keys):
             raise ValueError("keys must be a non-empty list without repeats")
         return keys
-
-
-class MetaClient(HttpConnector):
-    """Maps Graph API error objects (often HTTP 400) and BUC headers onto the taxonomy."""
-
-    name = "meta"
-    timeout = 120.0
-
-    def classify(self, response: httpx.Response) -> None:
-        if response.status_code < 400:
-            return
-        try:
-            body = response.json()
-        except ValueError:
-            body = None
-        error = body.get("error") if isinstance(body, dict) else None
-        if not isinstance(error, dict):
-            default_classify(response)
-            return
-        code = _int(error.get("code"))
-        sub = _int(error.get("error_subcode"))
-        tag = f"#{code}" + (f"/{sub}" if sub else "")
-        text = f"meta ({tag}): {redact(str(error.get('message', '')))[:200]}"
-        status = response.status_code
-        wait = regain_seconds(response)
-        if code in THROTTLE_CODES:
-            raise RateLimitedError(text, wait_seconds=wait or DEFAULT_THROTTLE_WAIT, status=status, code=tag)
-        if code in TRANSIENT_CODES or error.get("is_transient") is True:
-            raise RetryableError(text, status=status, code=tag)
-        if code == 190:
-            raise ConfigError(f"{text}: the access token needs re-authorisation", status=status, code=tag)
-        if code == 100 and sub == 1713230:
-            msg = f"{text}: audience upload blocked (flagged audience); resolve it in Audience Manager"
-            raise ConfigError(msg, status=status, code=tag)
-        if (code == 100 and sub == 33) or code == 10 or 200 <= code < 300:
-            msg = f"{text}: the token needs permission on this ad account and audience"
-            raise ConfigError(msg, status=status, code=tag)
-        if status >= 500:
-            raise RetryableError(text, status=status, code=tag)
-        if response.request.method == "DELETE":
-            hint = "Meta refused the removal; if it keeps refusing, set additive = true on this mapping"
-            raise PermanentError(f"{text}: {hint}", status=status, code=tag)
-        raise PermanentError(text, status=status, code=tag)
-
-
-def _int(value: Any) -> int:
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        return 0
 
 
 @dataclass
@@ -194,35 +106,21 @@ class MetaDestination(Destination):
         super().__init__(name, config, runtime)
         assert isinstance(config, MetaConfig)
         self.meta_config = config
-        self._client: MetaClient | None = None
-        self._client_lock = threading.Lock()
         self.reports: list[UploadReport] = []
-        self.counters = {"invalid_unidentified": 0, "bisections": 0}
 
-    @property
-    def client(self) -> MetaClient:
-        with self._client_lock:
-            if self._client is None:
-                self._client = self._build_client()
-            return self._client
-
-    def _build_client(self) -> MetaClient:
-        if self.meta_config.secret is None:
-            raise ConfigError("meta: no access token (set AUDIENCE_SYNC_META_ACCESS_TOKEN)")
+    def build_client(self) -> MetaClient:
         account = self.meta_config.ad_account_id or self.name
         return MetaClient(
             self.meta_config.base_url,
-            auth=BearerAuth(self.meta_config.secret.get_secret_value()),
+            auth=HeaderAuth(self.credential()),
             retry=self.runtime.retry_policy(),
             rate_limiter=self.runtime.rate_limiter(
                 f"meta:{account}", self.meta_config.requests_per_second, self.meta_config.burst
             ),
         )
 
-    @staticmethod
-    def _opts(options: MappingOptions) -> MetaOptions:
-        assert isinstance(options, MetaOptions)
-        return options
+    def _opts(self, options: MappingOptions) -> MetaOptions:
+        return self.opts(options, MetaOptions)
 
     def removes_members(self, options: MappingOptions) -> bool:
         """``additive = true``: the engine sends no removals (but an erased person is removed anyway)."""
@@ -277,7 +175,7 @@ class MetaDestination(Destination):
         answer = self.client.send_json(method, f"/{quote(audience, safe='')}/{endpoint}", json=body)
         samples = answer.get("invalid_entry_samples") or {}
         sample_values = {str(s) for s in samples}
-        invalid = _int(answer.get("num_invalid_entries"))
+        invalid = as_int(answer.get("num_invalid_entries"))
         identified = 0
         unflagged: list[tuple[str, Row]] = []
         for identity, row in rows:
@@ -310,7 +208,7 @@ class MetaDestination(Destination):
                 audience=audience,
                 operation=f"{method} {endpoint}",
                 rows=len(rows),
-                num_received=_int(answer.get("num_received")),
+                num_received=as_int(answer.get("num_received")),
                 num_invalid_entries=invalid,
                 identified_invalid=identified,
                 session_id=session["session_id"] if session else None,
@@ -387,21 +285,9 @@ class MetaDestination(Destination):
             yield pending
 
     def stats(self) -> dict[str, Any]:
-        out: dict[str, Any] = dict(self.counters)
+        out = super().stats()
         out["batches"] = len(self.reports)
         out["num_received"] = sum(r.num_received for r in self.reports)
         out["num_invalid_entries"] = sum(r.num_invalid_entries for r in self.reports)
         out["last_reports"] = [asdict(r) for r in self.reports[-5:]]
-        if self._client is not None:
-            s = self._client.stats
-            out.update(
-                requests=self._client.requests,
-                retries=s.retries,
-                throttled=s.throttled,
-                waited_seconds=s.waited_seconds,
-            )
         return out
-
-    def close(self) -> None:
-        if self._client is not None:
-            self._client.close()

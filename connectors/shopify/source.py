@@ -29,10 +29,10 @@ from typing import Any, ClassVar, Literal
 import httpx
 from pydantic import Field, field_validator
 
+from connectors.kernel.error_table import ErrorTable, Found, Rule
 from connectors.kernel.errors import ConfigError, PermanentError, RateLimitedError, RetryableError
-from connectors.kernel.http import JSON, HttpConnector, default_classify
+from connectors.kernel.http import JSON, HttpConnector
 from connectors.kernel.records import Consent, CustomerRecord, LineItem, OrderRecord, Page, Problem
-from connectors.kernel.redact import redact
 from connectors.kernel.retry import RetryPolicy
 from connectors.kernel.runtime import Runtime
 from connectors.kernel.source import Source, SourceConfig
@@ -123,10 +123,46 @@ class DeepPagingRefused(PermanentError):
     """Shopify refused a cursor past its paging limit; the source restarts with a newer window."""
 
 
+def _graphql_errors(response: httpx.Response, body: Any) -> Found:
+    """GraphQL ``errors`` (sent with HTTP 200): the first code among them, every message."""
+    if not isinstance(body, dict):
+        return Found(None, "") if response.status_code < 400 else Found(None, response.text[:300])
+    errors = body.get("errors")
+    if not errors:
+        if response.status_code < 400 and not isinstance(body.get("data"), dict):
+            return Found("NO_DATA", "answer without data")
+        return Found(None, "") if response.status_code < 400 else Found(None, response.text[:300])
+    if not isinstance(errors, list):  # e.g. {"errors": "[API] Invalid API key ..."} with a 200
+        return Found("REFUSED", str(errors))
+    codes = sorted({str((e.get("extensions") or {}).get("code")) for e in errors if isinstance(e, dict)} - {"None"})
+    text = "; ".join(str(e.get("message")) for e in errors if isinstance(e, dict))
+    if any("PAGINATION" in c for c in codes) or re.search(r"(?i)paginat\w* .*limit|25,000", text):
+        codes = ["PAGINATION", *codes]
+    preferred = ("THROTTLED", "ACCESS_DENIED", "INTERNAL_SERVER_ERROR", "PAGINATION")
+    code = next((c for c in preferred if c in codes), codes[0] if codes else "QUERY_ERROR")
+    return Found(code, text, {"body": body})
+
+
+ERRORS = ErrorTable(
+    "shopify",
+    [
+        Rule(ConfigError, status=402, hint="the shop is frozen (unpaid)"),
+        Rule(ConfigError, status=404, hint="no such shop or API version: check shop_url and api_version"),
+        Rule(ConfigError, status=423, hint="the shop is locked"),
+        Rule(RateLimitedError, code="THROTTLED", wait=lambda response, found: throttle_wait(found.extra["body"])),
+        Rule(ConfigError, code=("ACCESS_DENIED", "REFUSED"), hint="check the access token and the app's scopes"),
+        Rule(RetryableError, code=("INTERNAL_SERVER_ERROR", "NO_DATA")),
+        Rule(DeepPagingRefused, code="PAGINATION"),
+    ],
+    extract=_graphql_errors,
+)
+
+
 class ShopifyClient(HttpConnector):
     """Admin GraphQL transport: auth header, GraphQL error mapping, cost-based pacing."""
 
     name = "shopify"
+    errors = ERRORS
 
     def __init__(
         self,
@@ -145,41 +181,6 @@ class ShopifyClient(HttpConnector):
         #: last reported (currentlyAvailable, restoreRate), and each document's requested cost
         self._bucket: tuple[float, float] | None = None
         self._costs: dict[str, float] = {}
-
-    def classify(self, response: httpx.Response) -> None:
-        """Map HTTP status and Shopify's GraphQL ``errors`` (sent with HTTP 200) to the taxonomy."""
-        if response.status_code in (402, 404, 423):
-            reason = {
-                402: "the shop is frozen (unpaid)",
-                404: "no such shop or API version",
-                423: "the shop is locked",
-            }
-            status = response.status_code
-            raise ConfigError(
-                f"shopify: {reason[status]} (HTTP {status}): check shop_url and api_version", status=status
-            )
-        default_classify(response)
-        body = self.json_body(response)
-        errors = body.get("errors")
-        if not errors:
-            if not isinstance(body.get("data"), dict):
-                raise RetryableError(f"shopify: answer without data (HTTP {response.status_code})")
-            return
-        if not isinstance(errors, list):  # e.g. {"errors": "[API] Invalid API key ..."} with a 200
-            raise ConfigError(f"shopify: request refused: {redact(str(errors))[:200]}")
-        codes = {str((e.get("extensions") or {}).get("code")) for e in errors if isinstance(e, dict)}
-        messages = "; ".join(str(e.get("message")) for e in errors if isinstance(e, dict))
-        detail = redact(messages)[:300]
-        if "THROTTLED" in codes:
-            raise RateLimitedError("shopify: throttled", wait_seconds=throttle_wait(body), code="THROTTLED")
-        if "ACCESS_DENIED" in codes:
-            raise ConfigError(f"shopify: access denied (check the app's scopes): {detail}", code="ACCESS_DENIED")
-        if "INTERNAL_SERVER_ERROR" in codes:
-            raise RetryableError(f"shopify: internal error: {detail}", code="INTERNAL_SERVER_ERROR")
-        if any("PAGINATION" in c for c in codes) or re.search(r"(?i)paginat\w* .*limit|25,000", messages):
-            raise DeepPagingRefused(f"shopify: deep paging refused: {detail}", code="PAGINATION")
-        code = next(iter(sorted(codes - {"None"})), None)
-        raise PermanentError(f"shopify: query refused: {detail}", code=code)
 
     def query(self, document: str, variables: dict[str, Any]) -> JSON:
         """Run one query (with retries), first waiting until the bucket can hold its known cost."""
