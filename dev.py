@@ -76,7 +76,9 @@ def test(args: list[str]) -> int:
         if run(*step, check=False) != 0:
             print(f"FAILED: {' '.join(str(s) for s in step)}", flush=True)
             return 1
-    return run(PY, "-m", "pytest", *args, check=False)
+    # tests spend much of their time waiting on workers, emulators and sockets: three processes fill two cores
+    workers = [] if any(a.startswith("-n") for a in args) else ["-n", "3"]
+    return run(PY, "-m", "pytest", *workers, *args, check=False)
 
 
 def main() -> int:

@@ -95,6 +95,17 @@ def pytest_configure(config: pytest.Config) -> None:
     # deliberately no redaction filter here: the scan checks what our code itself writes
 
 
+@pytest.fixture(autouse=True)
+def _no_pii_in_this_tests_logs() -> Iterator[None]:
+    """Every test fails if a log line written while it ran carries an address or a known secret
+    (per test, so it holds under parallel runs too; the session check below catches the rest)."""
+    start = len(LOG_COLLECTOR.lines)
+    yield
+    found = leaks(LOG_COLLECTOR.lines[start:])
+    if found:
+        pytest.fail(f"PRIVACY: {len(found)} log lines carry an email address or a secret, e.g. {found[0][:200]!r}")
+
+
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     found = leaks(LOG_COLLECTOR.lines)
     if found:
@@ -107,7 +118,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 # -- what ran: database back-ends and services, said at the end of every run ------------------------
 
 _BACKENDS: dict[str, dict[str, int]] = {"sqlite": {"passed": 0, "skipped": 0}, "postgres": {"passed": 0, "skipped": 0}}
-_SKIP_REASONS: dict[str, str] = {}
+_SKIP_REASONS: dict[str, set[str]] = {"sqlite": set(), "postgres": set()}
 
 
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
@@ -116,20 +127,24 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
             if report.skipped:
                 _BACKENDS[backend]["skipped"] += 1
                 if isinstance(report.longrepr, tuple):
-                    _SKIP_REASONS[backend] = str(report.longrepr[2]).removeprefix("Skipped: ")
+                    _SKIP_REASONS[backend].add(str(report.longrepr[2]).removeprefix("Skipped: "))
             elif report.when == "call" and report.passed:
                 _BACKENDS[backend]["passed"] += 1
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
-    from tests.services import DEFAULT_POSTGRES, DEFAULT_REDIS, describe_redis
+    from tests.services import DEFAULT_POSTGRES, DEFAULT_REDIS, _answers, describe_redis
 
     write = terminalreporter.write_line
     write("")
     write("back-ends and services this run used:")
     for backend, counts in _BACKENDS.items():
         ran = f"{counts['passed']} tests passed"
-        skipped = f"; {counts['skipped']} skipped ({_SKIP_REASONS.get(backend, '')})" if counts["skipped"] else ""
+        reasons = "; ".join(sorted(_SKIP_REASONS[backend]))
+        skipped = f"; {counts['skipped']} skipped ({reasons})" if counts["skipped"] else ""
         where = " at " + DEFAULT_POSTGRES.split("@")[-1] if backend == "postgres" else ""
         write(f"  {backend}{where}: {ran}{skipped}")
-    write(f"  redis: {describe_redis() or 'none (Redis tests skipped)'} (configured {DEFAULT_REDIS})")
+    used = describe_redis() or (
+        "the local server" if _answers(DEFAULT_REDIS) else "throwaway redis-servers started by the test processes"
+    )
+    write(f"  redis: {used} (configured {DEFAULT_REDIS})")

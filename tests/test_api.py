@@ -204,7 +204,9 @@ def test_every_line_the_api_process_writes_is_redacted_access_log_included(
     import logging
 
     # this test's own client must not log the addresses it sends on purpose (the session scans our logs)
-    monkeypatch.setattr(logging.getLogger("httpx"), "level", logging.WARNING)
+    client_log = logging.getLogger("httpx")
+    monkeypatch.setattr(client_log, "level", client_log.level)  # restored after the test
+    client_log.setLevel(logging.WARNING)  # setLevel, not the attribute: it clears the logger's cache
     port = free_port()
     env = {
         **os.environ,

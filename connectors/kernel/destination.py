@@ -99,6 +99,9 @@ class Destination(ABC):
     readable: ClassVar[bool] = False
     #: an ad platform's name and the matched members it needs before an audience can be targeted
     targeting_minimum: ClassVar[tuple[str, int] | None] = None
+    #: members expire at the platform unless re-sent within this many days (Customer Match: 540);
+    #: the engine re-sends acknowledged members before then
+    membership_ttl_days: ClassVar[int | None] = None
 
     def __init__(self, name: str, config: DestinationConfig, runtime: Runtime) -> None:
         self.name = name
@@ -167,6 +170,11 @@ class Destination(ABC):
     def replace(self, audience: str, batches: Iterable[Sequence[Member]], options: MappingOptions) -> BatchResult:
         """Replace the whole audience in one session (only where ``supports_replace``)."""
         raise NotImplementedError(f"{self.kind} has no native replace")
+
+    def validate(self, audience: str, members: Sequence[Member], options: MappingOptions) -> BatchResult | None:
+        """Ask the platform whether it would accept ``members`` without changing anything (a dry run);
+        None when the platform has no such mode (the dry run then shows our own plan only)."""
+        return None
 
     def members(self, audience: str, options: MappingOptions) -> set[str]:
         """The identities the audience holds now, read back from the platform (where ``readable``)."""
