@@ -51,6 +51,11 @@ class DestinationHooks:
         """A member the platform will refuse (arranging emulator state if needed)."""
         raise NotImplementedError
 
+    def refusing(self, emulator: Any, member: Member) -> Member:
+        """``member`` changed (or the emulator arranged) so that the platform refuses it: for the
+        at-scale run, which mixes refused members into 50,000."""
+        raise NotImplementedError
+
     def member(self, i: int) -> Member:
         return Member(
             key=f"c{i}",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 from connectors.kernel.contract import DestinationHooks
@@ -40,3 +41,6 @@ class MailchimpContract(DestinationHooks):
 
     def refused_member(self, emulator: MailchimpEmulator) -> Member:
         return Member(key="fake", email="someone@nowhere.invalid", email_consent=Consent.SUBSCRIBED)
+
+    def refusing(self, emulator: MailchimpEmulator, member: Member) -> Member:
+        return replace(member, email=f"{member.key}@example.invalid")  # a fake address, refused

@@ -37,3 +37,8 @@ class MetaContract(DestinationHooks):
     def refused_member(self, emulator: MetaEmulator) -> Member:
         emulator.poisoned.add(sha256_hex("refused@example.com"))
         return Member(key="r", email="refused@example.com", country="US")
+
+    def refusing(self, emulator: MetaEmulator, member: Member) -> Member:
+        assert member.email is not None
+        emulator.poisoned.add(sha256_hex(member.email))
+        return member
