@@ -67,8 +67,9 @@ def run(full: bool, now_text: str | None) -> None:
 @click.argument("mapping")
 @click.option("--full", is_flag=True, help="Full replace instead of a diff.")
 @click.option("--inline", is_flag=True, help="Run here and now instead of enqueueing for a worker.")
-def resync(mapping: str, full: bool, inline: bool) -> None:
-    """Resync one MAPPING: ask the workers for it (or run it --inline)."""
+@click.option("--dry-run", "dry", is_flag=True, help="Show exactly what it would send; send nothing.")
+def resync(mapping: str, full: bool, inline: bool, dry: bool) -> None:
+    """Resync one MAPPING: ask the workers for it (or run it --inline, or see it first with --dry-run)."""
     settings = get_settings()
     try:
         from worker.runner import load_app_config
@@ -77,6 +78,21 @@ def resync(mapping: str, full: bool, inline: bool) -> None:
         config.mapping(mapping)
     except ConfigFileError as exc:
         _fail(str(exc))
+        return
+    if dry:
+        from worker.cycle import utc_now
+        from worker.dryrun import dry_run, render_dry_run
+        from worker.factory import make_runtime
+        from worker.runner import prepared
+        from worker.store import open_store
+
+        with prepared(settings, utc_now()) as (resolved_config, resolved):
+            store = open_store(resolved.database_url)
+            try:
+                report = dry_run(store, resolved_config, resolved, make_runtime(resolved), mapping, full=full)
+            finally:
+                store.dispose()
+        click.echo(render_dry_run(report))
         return
     if inline:
         from worker.runner import sync_inline
@@ -275,6 +291,43 @@ def export_customer_cmd(email: str, out: Path | None) -> None:
         f"{len(data['destinations'])} destinations",
         err=True,
     )
+
+
+@main.command()
+@click.argument("mapping", required=False)
+@click.option("--repair", is_flag=True, help="Fix the drift on both sides through the normal sync.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def reconcile(mapping: str | None, repair: bool, as_json: bool) -> None:
+    """Compare what each destination really holds with what we acknowledged (every mapping, or MAPPING)."""
+    from worker.cycle import utc_now
+    from worker.factory import make_runtime
+    from worker.reconcile import reconcile as run_reconcile
+    from worker.runner import prepared
+    from worker.store import open_store
+
+    settings = get_settings()
+    now = utc_now()
+    try:
+        with prepared(settings, now) as (config, resolved):
+            names = [config.mapping(mapping).name] if mapping else list(config.mappings)
+            store = open_store(resolved.database_url)
+            try:
+                drifts = [
+                    run_reconcile(store, config, resolved, make_runtime(resolved), n, repair=repair, now=now)
+                    for n in names
+                ]
+            finally:
+                store.dispose()
+    except ConfigFileError as exc:
+        _fail(str(exc))
+        return
+    if as_json:
+        click.echo(json.dumps([d.to_dict() for d in drifts], indent=2))
+    else:
+        for drift in drifts:
+            click.echo(drift.render())
+    left = [d for d in drifts if d.readable and ((d.after or d).missing or (d.after or d).extra)]
+    sys.exit(1 if left else 0)
 
 
 @main.command()

@@ -27,6 +27,8 @@ from worker.store import Store
 log = logging.getLogger(__name__)
 
 Progress = Callable[[dict[str, Any]], None]
+#: how long before a platform would drop a member (``membership_ttl_days``) the engine re-sends it
+REFRESH_MARGIN_DAYS = 30
 
 
 @dataclass
@@ -43,6 +45,8 @@ class SyncResult:
     pending_removes: int = 0
     #: identities of erased people removed in this run
     erased_removed: int = 0
+    #: acknowledged members re-sent before the platform's membership lifetime ran out
+    refreshed: int = 0
     ineligible: Counter[str] = field(default_factory=Counter)
     seconds: float = 0.0
     error: str | None = None
@@ -64,6 +68,7 @@ class SyncResult:
             "pending_adds": self.pending_adds,
             "pending_removes": self.pending_removes,
             "erased_removed": self.erased_removed,
+            "refreshed": self.refreshed,
             "ineligible": dict(self.ineligible),
             "seconds": round(self.seconds, 3),
             **{f"dest_{k}": v for k, v in self.destination_stats.items()},
@@ -115,6 +120,8 @@ class Plan:
     keys: dict[str, str]
     erased: dict[str, int]
     skipped_rejected: int
+    #: acknowledged members re-sent because their membership would expire at the platform
+    refreshed: int = 0
 
 
 class MappingSync:
@@ -169,9 +176,21 @@ class MappingSync:
                 full=full,
                 resent=self.store.acknowledged_since(name, full_since) if full and full_since else frozenset(),
             )
+        refresh = self._due_refresh(set(desired) - rejected) if not (full or only_erasures) else set()
+        if refresh - set(diff.adds):
+            diff = Diff(adds=sorted(set(diff.adds) | refresh), removes=diff.removes, unchanged=diff.unchanged)
         held_keys = {i: f.customer_key for i, f in flight.items()} | acknowledged
         skipped = len((set(desired) - set(acknowledged)) & rejected)
-        return Plan(desired, ineligible, len(keys), diff, held_keys, erased, skipped)
+        return Plan(desired, ineligible, len(keys), diff, held_keys, erased, skipped, len(refresh))
+
+    def _due_refresh(self, desired: set[str]) -> set[str]:
+        """Members whose membership would expire at the platform soon (Customer Match: 540 days)
+        are re-sent, :data:`REFRESH_MARGIN_DAYS` before they would lapse."""
+        ttl = self.destination.membership_ttl_days
+        if not ttl:
+            return set()
+        cutoff = self.clock() - timedelta(days=max(1, ttl - REFRESH_MARGIN_DAYS))
+        return self.store.acknowledged_before(self.mapping.name, cutoff) & desired
 
     def run(self, *, full: bool = False, full_since: datetime | None = None, only_erasures: bool = False) -> SyncResult:
         started = time.monotonic()
@@ -204,6 +223,7 @@ class MappingSync:
             plan.ineligible,
         )
         result.skipped_rejected = plan.skipped_rejected
+        result.refreshed = plan.refreshed
         # a native replace needs someone to replace with: an empty segment is a plain removal of all
         if full and self.destination.supports_replace and plan.desired and not (only_erasures or self.additive):
             self._replace(result, plan)
@@ -261,7 +281,7 @@ class MappingSync:
         accepted = [(i, keys[i]) for i in outcome.accepted]
         rows = self._rejection_rows("add", outcome, keys)
         held_before = set(plan.keys)
-        self.store.replace_acknowledged(name, self.run_id, accepted, rows)
+        self.store.replace_acknowledged(name, self.run_id, accepted, rows, at=self.clock())
         result.added = len({i for i, _ in accepted} - held_before)
         result.removed = len(held_before - {i for i, _ in accepted})
         result.erased_removed = len(set(plan.erased) - {i for i, _ in accepted})
@@ -286,7 +306,7 @@ class MappingSync:
         self._check_answer(outcome, sent)
         accepted = [(i, sent[i]) for i in dict.fromkeys(outcome.accepted)]
         rows = self._rejection_rows(op, outcome, sent)
-        self.store.settle_batch(self.mapping.name, self.run_id, op, accepted, rows)
+        self.store.settle_batch(self.mapping.name, self.run_id, op, accepted, rows, at=self.clock())
         if op == "add":
             result.added += len(accepted)
             result.pending_adds -= len(sent)

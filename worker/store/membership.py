@@ -66,6 +66,12 @@ class MembershipQueries(StoreBase):
         with self.engine.connect() as conn:
             return set(conn.execute(select(a.identity).where(a.mapping == mapping, a.acked_at >= since)).scalars())
 
+    def acknowledged_before(self, mapping: str, cutoff: datetime) -> set[str]:
+        """Identities last (re)acknowledged before ``cutoff``: due a refresh where membership expires."""
+        a = schema.acknowledged.c
+        with self.engine.connect() as conn:
+            return set(conn.execute(select(a.identity).where(a.mapping == mapping, a.acked_at < cutoff)).scalars())
+
     def erased_members(self, mapping: str) -> dict[str, Marked]:
         """Acknowledged and in-flight identities owed a removal because their person was erased."""
         out: dict[str, Marked] = {}
@@ -118,10 +124,12 @@ class MembershipQueries(StoreBase):
         op: str,
         accepted: Sequence[tuple[str, str]],
         rejections: Sequence[Mapping[str, str]] = (),
+        at: datetime | None = None,
     ) -> None:
         """Apply the destination's answer: accepted identities acknowledged (add) or forgotten (remove),
-        rejections recorded, and the intents of every answered identity cleared. One transaction."""
-        now = utcnow()
+        rejections recorded, and the intents of every answered identity cleared. One transaction.
+        ``at`` is the engine's clock (membership lifetimes count from it)."""
+        now = at or utcnow()
         answered = [i for i, _ in accepted] + [r["identity"] for r in rejections]
         with self.engine.begin() as conn:
             self._check_fence(conn, mapping, run_id)
@@ -149,9 +157,10 @@ class MembershipQueries(StoreBase):
         run_id: int | None,
         accepted: Sequence[tuple[str, str]],
         rejections: Sequence[Mapping[str, str]],
+        at: datetime | None = None,
     ) -> None:
         """A native full replace succeeded: the destination holds exactly ``accepted`` now."""
-        now = utcnow()
+        now = at or utcnow()
         with self.engine.begin() as conn:
             self._check_fence(conn, mapping, run_id)
             conn.execute(delete(schema.acknowledged).where(schema.acknowledged.c.mapping == mapping))
