@@ -190,7 +190,7 @@ def test_webhook_erasure_answers_at_once_without_redis_and_completes_by_the_norm
     assert answer.json()["erased"] is True
 
     # recorded at once, by hash and customer ids only, even while the removals are pending
-    progress = api.get("/erasures").json()[0]
+    progress = api.get("/erasures").json()["erasures"][0]
     assert progress["status"] == "pending" and progress["email_sha256"] == sha256_hex(email)
     assert {m for m, p in progress["mappings"].items() if p["status"] == "pending"} == {
         name for name, held in holdings(world, email).items() if held
@@ -206,11 +206,11 @@ def test_webhook_erasure_answers_at_once_without_redis_and_completes_by_the_norm
         "detail": "this delivery was processed before",
     }
     assert webhook(api, "customers/redact", payload, "wh-2").json()["already_erased"] is True
-    assert len(api.get("/erasures").json()) == 1
+    assert len(api.get("/erasures").json()["erasures"]) == 1
 
     # the next cycle's normal syncs remove them, whichever process runs them
     run_cycle(world.store, world.config, world.settings, now=NOW)
-    assert api.get("/erasures").json()[0]["status"] == "complete"
+    assert api.get("/erasures").json()["erasures"][0]["status"] == "complete"
     assert holdings(world, email) == dict.fromkeys(world.config.mappings, False)
     assert text_anywhere(world, email) == []
 
@@ -240,5 +240,5 @@ def test_shop_redact_erases_everything_and_empties_every_audience(world: World, 
 
         sync_mapping(world.store, world.config, world.settings, make_runtime(world.settings), name, now=NOW)
     assert all(not audience_now(world.sandbox, world.config, name) for name in world.config.mappings)
-    assert api.get("/erasures").json()[0]["status"] == "complete"
+    assert api.get("/erasures").json()["erasures"][0]["status"] == "complete"
     assert webhook(api, "shop/redact", {"shop_id": 1, "shop_domain": "x.myshopify.com"}, "shop-1").json()["duplicate"]

@@ -21,6 +21,7 @@ from worker.factory import build_destination
 from worker.locks import LockLost
 from worker.pull import PullResult, describe_error, pull, suppress, utc_now
 from worker.segments import segment_masks, table_from_facts
+from worker.segments.stats import segment_stats
 from worker.settings import Settings
 from worker.store import FenceLost, Store, utcnow
 from worker.store.persist import persist
@@ -73,6 +74,7 @@ def recompute(store: Store, config: AppConfig, now: datetime, *, task_id: str | 
         masks = segment_masks(table, now, config.segments)
         snap.written = None  # dropped first: a failed write leaves the tables unknown
         changes, snap.written = persist(store, table, masks, written)
+        store.record_segment_history(run_id, now, changes, segment_stats(table, masks))
     except Exception as exc:
         _finish_quietly(store, run_id, "failed", {}, describe_error(exc))
         raise

@@ -63,6 +63,12 @@ class Settings(BaseSettings):
     #: the Shopify app's client secret: verifies mandatory compliance webhooks (customers/redact)
     shopify_webhook_secret: SecretStr | None = None
     api_token: SecretStr | None = Field(default=None, description="bearer token for the control API")
+    #: tokens of the web app's other roles (each at least 32 characters when set): an operator may dry-run,
+    #: resync and replace; a viewer only reads. ``api_token`` is the admin's.
+    operator_token: SecretStr | None = None
+    viewer_token: SecretStr | None = None
+    #: how long a browser session lasts after sign-in
+    session_hours: float = 8.0
 
 
 @lru_cache(maxsize=1)

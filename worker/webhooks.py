@@ -72,8 +72,16 @@ def _object(payload: dict[str, Any], key: str) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
+ANSWERS: dict[int | str, dict[str, Any]] = {
+    400: {"description": "the body is not the topic's JSON"},
+    401: {"description": "invalid webhook signature (X-Shopify-Hmac-Sha256)"},
+    413: {"description": "body larger than 256 KiB"},
+    503: {"description": "webhooks are not configured (AUDIENCE_SYNC_SHOPIFY_WEBHOOK_SECRET)"},
+}
+
+
 def webhook_router(settings: Settings, store: Store, config: AppConfig, ask: AskForRemovals) -> APIRouter:
-    router = APIRouter(prefix="/webhooks/shopify", tags=["webhooks"])
+    router = APIRouter(prefix="/webhooks/shopify", tags=["webhooks"], responses=ANSWERS)
     secret = settings.shopify_webhook_secret
     if secret is None or not secret.get_secret_value():
         log.warning(
@@ -127,7 +135,7 @@ def webhook_router(settings: Settings, store: Store, config: AppConfig, ask: Ask
                 webhook=webhook,
             )
         except ErasureError as exc:
-            raise HTTPException(422, str(exc)) from None
+            raise HTTPException(400, str(exc)) from None
         if result.duplicate:
             return {"duplicate": True, "detail": "this delivery was processed before"}
         if result.created:

@@ -95,11 +95,18 @@ def _v4_intents_and_privacy(conn: Connection) -> None:
             )
 
 
+def _v5_history_and_sessions(conn: Connection) -> None:
+    """Segment size history with its statistics, and browser sessions of the web app."""
+    schema.segment_history.create(conn, checkfirst=True)
+    schema.web_sessions.create(conn, checkfirst=True)
+
+
 MIGRATIONS: list[tuple[int, str, Migration]] = [
     (1, "initial schema", _v1_initial),
     (2, "ingest sequence and row numbers for the columnar snapshot", _v2_ingest_seq),
     (3, "write counter of recompute results", _v3_results_state),
     (4, "write-ahead intents, fences, owed syncs, erasure progress, webhook dedup", _v4_intents_and_privacy),
+    (5, "segment size history and web sessions", _v5_history_and_sessions),
 ]
 
 LATEST = MIGRATIONS[-1][0]

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import delete, func, select, update
@@ -10,7 +12,7 @@ from sqlalchemy.engine import Connection
 
 from connectors.kernel.records import Member, member_from_profile
 from worker.store import schema
-from worker.store.base import StoreBase, chunks
+from worker.store.base import StoreBase, as_utc, chunks
 
 
 class ResultsQueries(StoreBase):
@@ -85,3 +87,47 @@ class ResultsQueries(StoreBase):
                 for row in conn.execute(select(schema.profiles).where(p.customer_key.in_(chunk))):
                     found[row.customer_key] = member_from_profile(row.customer_key, dict(row._mapping))
         return found
+
+    # -- history (the pages read it; nothing is recomputed on request) ------------------------------
+    def record_segment_history(
+        self, run_id: int, at: datetime, changes: Mapping[str, Mapping[str, int]], stats: Mapping[str, Any]
+    ) -> None:
+        rows = [
+            {
+                "run_id": run_id,
+                "segment": name,
+                "at": at,
+                "size": int(change["size"]),
+                "joined": int(change.get("joined", 0)),
+                "left": int(change.get("left", 0)),
+                "revenue_share": float(stats[name].revenue_share) if name in stats else 0.0,
+                "overlaps": json.dumps(stats[name].overlaps if name in stats else {}),
+            }
+            for name, change in changes.items()
+        ]
+        with self.engine.begin() as conn:
+            if rows:
+                conn.execute(schema.segment_history.insert(), rows)
+
+    def segment_history(self, segment: str | None = None, limit: int = 200) -> list[dict[str, Any]]:
+        """Newest first: per recompute, size, joined, left, revenue share and overlaps."""
+        h = schema.segment_history.c
+        query = select(schema.segment_history).order_by(h.run_id.desc()).limit(limit)
+        if segment is not None:
+            query = query.where(h.segment == segment)
+        with self.engine.connect() as conn:
+            rows = conn.execute(query).all()
+        return [{**dict(r._mapping), "at": as_utc(r.at), "overlaps": json.loads(r.overlaps or "{}")} for r in rows]
+
+    def latest_segment_stats(self) -> dict[str, dict[str, Any]]:
+        """The newest recompute's row of every segment."""
+        h = schema.segment_history.c
+        with self.engine.connect() as conn:
+            newest = conn.execute(select(func.max(h.run_id))).scalar()
+            if newest is None:
+                return {}
+            rows = conn.execute(select(schema.segment_history).where(h.run_id == newest)).all()
+        return {
+            r.segment: {**dict(r._mapping), "at": as_utc(r.at), "overlaps": json.loads(r.overlaps or "{}")}
+            for r in rows
+        }

@@ -265,3 +265,31 @@ results_state = Table(
     Column("id", Integer, primary_key=True),
     Column("version", Integer, nullable=False),
 )
+
+
+#: v5: per recompute and segment: size, change, revenue share and overlaps (the marketer's pages
+#: and the preview read these, never a recompute on request)
+segment_history = Table(
+    "segment_history",
+    metadata,
+    Column("run_id", Integer, primary_key=True),
+    Column("segment", String(128), primary_key=True),
+    Column("at", TS, nullable=False, index=True),
+    Column("size", Integer, nullable=False),
+    Column("joined", Integer, nullable=False),
+    Column("left", Integer, nullable=False),
+    Column("revenue_share", Float, nullable=False),
+    #: {"other segment": jaccard} for overlaps of at least 1%
+    Column("overlaps", Text, nullable=False, default="{}"),
+)
+
+#: v5: browser sessions of the marketer's web app (the cookie holds only the random id)
+web_sessions = Table(
+    "web_sessions",
+    metadata,
+    Column("id_sha256", String(64), primary_key=True),
+    Column("role", String(16), nullable=False),
+    Column("csrf", String(64), nullable=False),
+    Column("created_at", TS, nullable=False),
+    Column("expires_at", TS, nullable=False),
+)
