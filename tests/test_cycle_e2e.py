@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+
+import httpx
 
 from connectors.file.destination import audience_path, read_audience
 from connectors.kernel.identifiers import sha256_hex
 from connectors.shopify.synthetic import SyntheticStore
 from tests.conftest import make_settings
 from tests.helpers import audience_now
+from tests.services import free_port
 from worker.config import load_config
 from worker.factory import build_destination, make_runtime
 from worker.runner import run_cycle
@@ -99,7 +104,7 @@ def test_the_demo_ends_at_the_real_now_and_every_command_it_prints_works_as_prin
     assert f"== today ({datetime.now(UTC).date()})" in out
     # the counts reconcile: what was new, changed and only re-read in the overlap window
     assert "re-read unchanged in the overlap window" in out
-    tried = out.split("Try next", 1)[1].splitlines()[1:]
+    tried = out.split("Try next", 1)[1].split("Open the marketer's web app", 1)[0].splitlines()[1:]
     commands = [line.strip() for line in tried if line.startswith("  ")]
     assert commands[0] == "cd demo" and any(" erase " in c for c in commands)
 
@@ -130,3 +135,48 @@ def test_the_demo_ends_at_the_real_now_and_every_command_it_prints_works_as_prin
     assert len(moved) == len(names) and all(row[4] == "0" and row[5] == "0" for row in moved), outputs["run"]
     erased = outputs["erase"]
     assert "was a member" in erased and "erasure complete" in erased
+
+    # the printed way into the web app works on the demo's data, as printed
+    opening = out.split("Open the marketer's web app", 1)[1].splitlines()
+    command = opening[1].strip()
+    token = opening[2].rsplit(" ", 1)[1]
+    folder, _, program = command.partition(" && ")
+    port = str(free_port())
+    server = subprocess.Popen(
+        f"{program} --port {port}",
+        shell=True,
+        cwd=tmp_path / folder.removeprefix("cd "),
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        base = f"http://127.0.0.1:{port}"
+        wait_until_up(base)
+        with httpx.Client(base_url=base, follow_redirects=True) as browser:
+            assert browser.post("/app/sign-in", data={"token": token}).url.path == "/app/"
+            for path in (
+                "/app/",
+                "/app/segments/engaged_30d",
+                "/app/mappings/newsletter-mailchimp",
+                "/app/mappings/buyers-meta/dry-run",
+                "/app/runs?step=sync",
+            ):
+                page = browser.get(path)
+                assert page.status_code == 200, path
+                assert "<svg" in page.text or path != "/app/"
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(20)
+
+
+def wait_until_up(base: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            httpx.get(f"{base}/healthz")
+            return
+        except httpx.TransportError:
+            assert time.monotonic() < deadline, "the API did not start"
+            time.sleep(0.1)

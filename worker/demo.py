@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import random
+import secrets
 import shutil
 import sys
 from collections.abc import Callable
@@ -86,8 +87,13 @@ def write_demo_files(workdir: Path) -> Settings:
         "AUDIENCE_SYNC_DATABASE_URL=sqlite:///demo.sqlite3\n"
         "AUDIENCE_SYNC_CONFIG=config.toml\n"
         "AUDIENCE_SYNC_SANDBOX_DIR=sandbox\n"
+        "# the web app's tokens for this demo only (a deployment makes its own)\n"
+        f"AUDIENCE_SYNC_API_TOKEN={secrets.token_urlsafe(32)}\n"
+        f"AUDIENCE_SYNC_OPERATOR_TOKEN={secrets.token_urlsafe(32)}\n"
     )
-    (workdir / ".env").write_text(env, encoding="utf-8")
+    fd = os.open(workdir / ".env", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(env)
     return Settings(
         _env_file=None,
         database_url=f"sqlite:///{workdir / 'demo.sqlite3'}",
@@ -169,4 +175,14 @@ def run_demo(*, customers: int, workdir: Path, echo: Echo = print, now: datetime
     echo("Try next (from the demo's folder, whose .env points every command at the demo's state):")
     for line in next_commands(workdir, subscribed[0] if subscribed else None):
         echo(f"  {line}")
+    operator = next(
+        line.split("=", 1)[1]
+        for line in (workdir / ".env").read_text().splitlines()
+        if line.startswith("AUDIENCE_SYNC_OPERATOR_TOKEN=")
+    )
+    program = os.path.relpath(Path(sys.executable).parent / "audience-sync", workdir)
+    echo("Open the marketer's web app on the demo's data (it runs until you stop it with Ctrl-C):")
+    echo(f"  cd {os.path.relpath(workdir, Path.cwd())} && {program} api")
+    echo(f"  then browse http://127.0.0.1:8000/app/ and sign in with the operator token {operator}")
+    echo("  (the admin token, for erasure and settings, is AUDIENCE_SYNC_API_TOKEN in the demo's .env)")
     echo("README.md → 'Run against a real store' to point it at Shopify and your destinations")
