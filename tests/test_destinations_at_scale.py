@@ -40,12 +40,13 @@ def platform(request: pytest.FixtureRequest) -> Iterator[tuple[str, DestinationH
     emulator.stop()
 
 
-def _config(vendor: str, hooks: DestinationHooks) -> AppConfig:
+def _config(vendor: str, hooks: DestinationHooks, emulator: Any, workdir: Path) -> AppConfig:
     options = hooks.options().model_dump(mode="json", exclude_defaults=True)
+    table = hooks.make_config(emulator, hooks.secret, workdir).model_dump(mode="json", exclude={"secret"})
     return parse_config(
         {
             "source": {"type": "shopify", "shop_url": "https://example.myshopify.com"},
-            "destinations": {"d": {"type": vendor}},
+            "destinations": {"d": table},
             "mappings": [
                 {"name": "m", "segment": "buyers", "destination": "d", "audience": hooks.audience, "options": options}
             ],
@@ -78,7 +79,7 @@ def test_fifty_thousand_members_converge_exactly_under_faults(
 ) -> None:
     vendor, hooks, emulator = platform
     store = open_store(f"sqlite:///{tmp_path / 's.sqlite3'}")
-    config = _config(vendor, hooks)
+    config = _config(vendor, hooks, emulator, tmp_path)
     settings = make_settings()
     waits: list[float] = []
     runtime = make_runtime(settings, sleep=waits.append, key_prefix=f"scale-{uuid.uuid4().hex[:6]}")

@@ -236,7 +236,10 @@ class MappingSync:
                 return
             sent = {i: plan.desired[i].key for i in batch}
             self.store.begin_batch(self.mapping.name, self.run_id, "add", [(i, k, None) for i, k in sent.items()])
-            outcome = self.destination.add(self.mapping.audience, [plan.desired[i] for i in batch], self.options)
+            try:
+                outcome = self.destination.add(self.mapping.audience, [plan.desired[i] for i in batch], self.options)
+            except PermanentError as exc:
+                outcome = self._refused_whole(exc, "add", batch)
             self._settle(result, "add", outcome, sent, plan.erased)
         for batch in batches(plan.diff.removes, size):
             if self._out_of_time(result):
@@ -247,15 +250,18 @@ class MappingSync:
             try:
                 outcome = self.destination.remove(self.mapping.audience, batch, self.options)
             except PermanentError as exc:
-                if isinstance(exc, ConfigError):
-                    raise
-                # a batch the destination refuses as a whole: every member recorded, the run goes on
-                refused = BatchResult(rejected=[Rejection(i, exc.message, exc.code or "refused") for i in batch])
-                log.warning("mapping %s: removal of %d members refused: %s", self.mapping.name, len(batch), exc.message)
-                outcome = refused
+                outcome = self._refused_whole(exc, "remove", batch)
             self._settle(result, "remove", outcome, sent, plan.erased)
         if result.rejected:
             result.status = "partial"
+
+    def _refused_whole(self, exc: PermanentError, op: str, batch: list[str]) -> BatchResult:
+        """A batch the destination refuses as a whole: every member recorded with why, the run goes on.
+        A person must act on a config error (credentials, permissions): that stops the run instead."""
+        if isinstance(exc, ConfigError):
+            raise exc
+        log.warning("mapping %s: %s of %d members refused: %s", self.mapping.name, op, len(batch), exc.message)
+        return BatchResult(rejected=[Rejection(i, exc.message, exc.code or "refused") for i in batch])
 
     def _out_of_time(self, result: SyncResult) -> bool:
         if self.deadline is not None and time.monotonic() >= self.deadline:

@@ -51,6 +51,10 @@ class DestinationHooks:
         """A member the platform will refuse (arranging emulator state if needed)."""
         raise NotImplementedError
 
+    def throttle_answers(self, emulator: Any) -> int:
+        """How many throttle answers the emulator gave (by status; override for a 200 envelope)."""
+        return sum(1 for r in emulator.log if r.status in self.throttle_statuses)
+
     def refusing(self, emulator: Any, member: Member) -> Member:
         """``member`` changed (or the emulator arranged) so that the platform refuses it: for the
         at-scale run, which mixes refused members into 50,000."""
