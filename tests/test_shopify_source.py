@@ -19,7 +19,7 @@ from connectors.kernel.records import Consent, CustomerRecord, LineItem, OrderRe
 from connectors.kernel.runtime import Runtime
 from connectors.kernel.vendor import source_class
 from connectors.shopify.emulator import DEFAULT_TOKEN, ShopifyEmulator
-from connectors.shopify.source import NODE_COST, QUERIES, ShopifyConfig, ShopifySource
+from connectors.shopify.source import NODE_COST, ORDER_LINES_QUERY, QUERIES, ShopifyConfig, ShopifySource
 from connectors.shopify.synthetic import Node, SyntheticStore
 from tests.shopify_schema import query_problems
 
@@ -192,6 +192,35 @@ def test_full_pull_equals_the_store(rig: Rig) -> None:
             times = [o.updated_at for o in page.orders] + [c.updated_at for c in page.customers]
             assert page.max_updated_at == max(times)
     assert source.stats()["requests"] == len(order_pages) + len(customer_pages)
+
+
+def test_orders_with_many_line_items_keep_every_line_and_pages_cost_what_they_ask() -> None:
+    """The order query asks for 5 lines; an order with 40 or 300 gets the rest by follow-up queries."""
+    shop = SyntheticStore(seed=5, customers=120, now=NOW)
+    products = shop.products
+    wide = {shop.orders[3]["id"]: 40, shop.orders[10]["id"]: 300}
+    for gid, count in wide.items():
+        shop.node(gid)["lineItems"]["nodes"] = [
+            {"sku": products[k % 50]["sku"], "quantity": 1 + k % 3, "product": {"id": products[k % 50]["id"]}}
+            for k in range(count)
+        ]
+    bench = Rig(shop)
+    try:
+        source = bench.source()
+        orders = {o.order_id: o for o in orders_of(pull_all(source, "orders"))}
+        for node in shop.orders:
+            assert orders[node["id"]] == expected_order(node)
+        assert {gid: len(orders[gid].lines) for gid in wide} == wide
+        # 40 lines: one follow-up; 300 lines: two (250 + 45)
+        assert source.stats()["line_followups"] == 3
+        assert ORDER_LINES_QUERY in bench.emulator.queries and query_problems(ORDER_LINES_QUERY) == []
+        # the order pages' requested cost is within 1.7x of what they actually cost (was 4.4x at 25 lines)
+        pages = [e for e in bench.emulator.cost_log if e[0] == QUERIES["orders"]]
+        requested = sum(e[1] for e in pages)
+        actual = sum(e[2] for e in pages)
+        assert requested / actual < 1.7, (requested, actual)
+    finally:
+        bench.close()
 
 
 def _original(store: SyntheticStore, order: OrderRecord) -> Decimal:

@@ -48,6 +48,28 @@ def test_orders_are_upserted_by_id_and_normalized(database_url: str) -> None:
     store.dispose()
 
 
+def test_an_older_version_never_overwrites_a_newer_one(database_url: str) -> None:
+    """A late webhook or an overlap re-read of an older version leaves the newer order and its lines."""
+    from dataclasses import replace
+
+    from connectors.kernel.records import LineItem
+
+    store = open_store(database_url)
+    t0 = datetime(2026, 1, 1, tzinfo=UTC)
+    newer = validate_orders([replace(_order("o1", "0.00", t0 + timedelta(hours=2)), lines=(LineItem("p2", "B", 1),))])
+    older = validate_orders(
+        [replace(_order("o1", "25.00", t0), lines=(LineItem("p1", "A", 4), LineItem("p3", "C", 1)))]
+    )
+    assert store.upsert_orders(newer.orders, newer.lines) == 1
+    assert store.upsert_orders(older.orders, older.lines) == 0
+    assert store.orders_frame().loc[0, "total"] == 0.0
+    assert store.lines_frame()["product_id"].tolist() == ["p2"]
+    same = validate_orders([replace(_order("o1", "1.00", t0 + timedelta(hours=2)), lines=())])
+    assert store.upsert_orders(same.orders, same.lines) == 1  # the same version again is rewritten
+    assert store.orders_frame().loc[0, "total"] == 1.0 and store.lines_frame().empty
+    store.dispose()
+
+
 def test_watermarks_and_runs_round_trip(database_url: str) -> None:
     store = open_store(database_url)
     assert store.get_watermark("shopify", "orders") is None

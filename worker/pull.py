@@ -55,6 +55,8 @@ class PullResult:
     new: dict[str, int] = field(default_factory=lambda: {"customers": 0, "orders": 0})
     changed: dict[str, int] = field(default_factory=lambda: {"customers": 0, "orders": 0})
     reread: dict[str, int] = field(default_factory=lambda: {"customers": 0, "orders": 0})
+    #: older than the version already stored (a late webhook got there first): left as stored
+    stale: dict[str, int] = field(default_factory=lambda: {"customers": 0, "orders": 0})
     rejected: int = 0
     warnings: int = 0
     pages: int = 0
@@ -77,6 +79,7 @@ class PullResult:
             "new": dict(self.new),
             "changed": dict(self.changed),
             "reread": dict(self.reread),
+            "stale": dict(self.stale),
             "bad_records": self.rejected,
             "warnings": self.warnings,
             "pages": self.pages,
@@ -97,6 +100,9 @@ class PullResult:
                 f"{self.reread[stream]:,} re-read unchanged in the overlap window)"
             )
         line = "pulled " + " and ".join(parts)
+        stale = sum(self.stale.values())
+        if stale:
+            line += f"; {stale:,} older than the stored version (left as stored)"
         paced = float(self.source_stats.get("paced_seconds") or 0) + float(self.source_stats.get("waited_seconds") or 0)
         if self.seconds and paced / self.seconds >= 0.2:
             line += f"; waiting for the API's rate limit took {paced:.1f}s of {self.seconds:.1f}s"
@@ -149,7 +155,12 @@ def _classify(
     known = store.known_versions(table, key, [r[key] for r in rows])
     for row in rows:
         before = known.get(row[key])
-        bucket = result.new if before is None else result.reread if before == row["updated_at"] else result.changed
+        if before is None:
+            bucket = result.new
+        elif before == row["updated_at"]:
+            bucket = result.reread
+        else:
+            bucket = result.changed if before < row["updated_at"] else result.stale
         bucket[stream] += 1
 
 

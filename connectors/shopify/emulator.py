@@ -189,6 +189,8 @@ class ShopifyEmulator(EmulatorServer):
         #: every distinct query text received, for contract tests
         self.queries: list[str] = []
         self.throttled_count = 0
+        #: (query text, requested cost, actual cost) of every answered query
+        self.cost_log: list[tuple[str, int, int]] = []
         self.route("POST", "/admin/api/{version}/graphql.json", self.graphql)
 
     # -- auth and faults ---------------------------------------------------------------------------
@@ -272,6 +274,7 @@ class ShopifyEmulator(EmulatorServer):
             self.available += requested
             return Response(200, {"errors": exc.as_errors(), "extensions": self._cost_extension(requested, 0)})
         actual = self.actual_cost(operation.selection_set, parsed, variables, data)
+        self.cost_log.append((str(request.json()["query"]), requested, actual))
         self.available = min(self.bucket_size, self.available + requested - actual)
         return Response(
             200,
@@ -369,6 +372,11 @@ class ShopifyEmulator(EmulatorServer):
         if name == "shop":
             shop = {"name": "Demo Shop", "currencyCode": "USD", "myshopifyDomain": "demo-shop.myshopify.com"}
             return self._value(shop, node, args, parsed, variables)
+        if name in ("order", "customer"):
+            gid = str(args.get("id") or "")
+            kind = "Order" if name == "order" else "Customer"
+            found = self.store.find(gid) if gid.startswith(f"gid://shopify/{kind}/") else None
+            return self._value(found, node, args, parsed, variables)
         if name not in ("orders", "customers"):
             return None
         assert node.selection_set is not None

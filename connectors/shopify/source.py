@@ -4,16 +4,18 @@ Each stream is one connection query sorted by ``UPDATED_AT`` with ``query: "upda
 paged by cursor. Pages therefore arrive in ascending update time and the worker can advance its
 watermark after every page.
 
-First run and large shops: there is no bulk-operation backfill yet; the first run pages through
-everything with the same query. Shopify refuses cursors beyond 25,000 objects, so a long pull is
-cut into ``updated_at`` windows: after ``window_objects`` objects (or when Shopify refuses a deep
-cursor) the query restarts at ``updated_at:>=`` the newest update time seen, skipping the records
-at exactly that time that were already yielded.
+A first pull of a large shop goes through the bulk export instead (``connectors/shopify/bulk.py``);
+when that is off or fails, the same query pages through everything. Shopify refuses cursors
+beyond 25,000 objects, so a long pull is cut into ``updated_at`` windows: after ``window_objects``
+objects (or when Shopify refuses a deep cursor) the query restarts at ``updated_at:>=`` the newest
+update time seen, skipping the records at exactly that time that were already yielded.
 
 Cost: Shopify charges the *requested* cost up front (objects 1, connections 2 + first x node) and a
 single query may cost at most 1000, so the page size is capped per stream from the query's node cost;
 before each query the client sleeps until the bucket (as last reported in ``extensions.cost``) can
-hold that query's requested cost.
+hold that query's requested cost. Orders ask for only their first few line items, so the requested
+cost stays near what a page actually costs; the few orders with more lines get the rest from a
+follow-up query per order (no line is lost for product segments).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import logging
 import math
 import re
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any, ClassVar, Literal
@@ -42,7 +45,11 @@ log = logging.getLogger(__name__)
 MAX_QUERY_COST = 1000
 #: Shopify stops cursor paging after this many objects; a window restarts the query before it
 PAGING_LIMIT = 25_000
-LINE_ITEMS_PER_ORDER = 25
+#: line items asked for with each order: enough for nearly every order, so the requested cost stays
+#: near the actual cost; an order with more is completed by :data:`ORDER_LINES_QUERY`
+LINE_ITEMS_PER_ORDER = 5
+#: line items per follow-up query for an order with more than :data:`LINE_ITEMS_PER_ORDER`
+MORE_LINES_PAGE = 250
 
 CUSTOMERS_QUERY = """
 query Customers($first: Int!, $after: String, $query: String) {
@@ -76,7 +83,7 @@ query Orders($first: Int!, $after: String, $query: String) {
       currentTotalPriceSet { shopMoney { amount currencyCode } }
       discountCodes
       customer { id }
-      lineItems(first: LINE_ITEMS) { nodes { sku quantity product { id } } }
+      lineItems(first: LINE_ITEMS) { pageInfo { hasNextPage endCursor } nodes { sku quantity product { id } } }
       customerJourneySummary {
         firstVisit { source landingPage referrerUrl utmParameters { source medium } }
       }
@@ -84,6 +91,15 @@ query Orders($first: Int!, $after: String, $query: String) {
   }
 }
 """.replace("LINE_ITEMS", str(LINE_ITEMS_PER_ORDER))
+
+ORDER_LINES_QUERY = """
+query OrderLines($id: ID!, $first: Int!, $after: String) {
+  order(id: $id) {
+    id
+    lineItems(first: $first, after: $after) { pageInfo { hasNextPage endCursor } nodes { sku quantity product { id } } }
+  }
+}
+"""
 
 #: requested cost of one node of each query under Shopify's rules (objects 1, scalars 0,
 #: connections 2 + first x node); a contract test checks these against the emulator's count
@@ -253,6 +269,8 @@ class ShopifySource(Source):
             client=client,
         )
         self.problems = 0
+        #: follow-up queries for orders with more line items than the order query asks for
+        self.followups = 0
 
     def page_size(self, stream: str) -> int:
         """The configured size, capped so one query stays within Shopify's 1000-point maximum."""
@@ -288,6 +306,8 @@ class ShopifySource(Source):
                 connection = body["data"].get(stream) or {}
                 nodes = connection.get("nodes") or []
                 page = self.parse_page(stream, nodes, page_no)
+                if stream == "orders":
+                    self.complete_lines(page, nodes)
                 page.problems += [Problem(f"{stream} page {page_no}", p) for p in self.client.encoding_problems]
                 self.client.encoding_problems.clear()
                 if skip_time is not None:
@@ -335,6 +355,36 @@ class ShopifySource(Source):
         self.problems += len(page.problems)
         return page
 
+    def complete_lines(self, page: Page, nodes: list[Any]) -> None:
+        """Fetch the rest of the line items of the orders on ``page`` that have more than one page."""
+        more: dict[str, str] = {}
+        for node in nodes:
+            info = _obj(_obj(node, "lineItems"), "pageInfo")
+            if info.get("hasNextPage") and isinstance(info.get("endCursor"), str) and isinstance(node.get("id"), str):
+                more[node["id"]] = info["endCursor"]
+        if not more:
+            return
+        complete: list[OrderRecord] = []
+        for order in page.orders:
+            cursor = more.get(order.order_id)
+            lines = list(order.lines)
+            try:
+                while cursor is not None:
+                    self.followups += 1
+                    body = self.client.query(
+                        ORDER_LINES_QUERY, {"id": order.order_id, "first": MORE_LINES_PAGE, "after": cursor}
+                    )
+                    connection = _obj(body["data"].get("order"), "lineItems")
+                    lines += _parse_lines(connection)
+                    info = _obj(connection, "pageInfo")
+                    cursor = info.get("endCursor") if info.get("hasNextPage") else None
+            except _Unreadable as exc:
+                page.problems.append(Problem(order.order_id, exc.reason))
+                self.problems += 1
+                continue
+            complete.append(replace(order, lines=tuple(lines)) if order.order_id in more else order)
+        page.orders = complete
+
     def stats(self) -> dict[str, object]:
         retry = self.client.stats
         return {
@@ -344,6 +394,7 @@ class ShopifySource(Source):
             "waited_seconds": round(retry.waited_seconds + self.client.paced_seconds, 3),
             "paced_seconds": round(self.client.paced_seconds, 3),
             "problems": self.problems,
+            "line_followups": self.followups,
         }
 
     def close(self) -> None:
@@ -421,6 +472,17 @@ def _parse_customer(node: Any) -> CustomerRecord:
     )
 
 
+def parse_line(item: Any) -> LineItem:
+    quantity = item.get("quantity") if isinstance(item, dict) else None
+    if not isinstance(quantity, int) or isinstance(quantity, bool):
+        raise _Unreadable("line item without an integer quantity")
+    return LineItem(product_id=_text(_obj(item, "product"), "id"), sku=_text(item, "sku"), quantity=quantity)
+
+
+def _parse_lines(connection: dict[str, Any]) -> list[LineItem]:
+    return [parse_line(item) for item in connection.get("nodes") or []]
+
+
 def _parse_order(node: Any) -> OrderRecord:
     if not isinstance(node, dict):
         raise _Unreadable("node is not an object")
@@ -434,13 +496,7 @@ def _parse_order(node: Any) -> OrderRecord:
     currency = _text(money, "currencyCode")
     if currency is None:
         raise _Unreadable("missing currency code")
-    lines = []
-    for item in _obj(node, "lineItems").get("nodes") or []:
-        quantity = item.get("quantity") if isinstance(item, dict) else None
-        if not isinstance(quantity, int):
-            raise _Unreadable("line item without an integer quantity")
-        product_id = _text(_obj(item, "product"), "id")
-        lines.append(LineItem(product_id=product_id, sku=_text(item, "sku"), quantity=quantity))
+    lines = _parse_lines(_obj(node, "lineItems"))
     codes = node.get("discountCodes") or []
     if not isinstance(codes, list) or not all(isinstance(c, str) for c in codes):
         raise _Unreadable("discountCodes is not a list of strings")

@@ -283,6 +283,9 @@ class SyntheticStore:
     def node(self, gid: str) -> Node:
         return self._by_id[gid]
 
+    def find(self, gid: str) -> Node | None:
+        return self._by_id.get(gid)
+
     def customer_emails(self) -> set[str]:
         return {c["defaultEmailAddress"]["emailAddress"].lower() for c in self.customers if c["defaultEmailAddress"]}
 

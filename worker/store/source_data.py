@@ -37,23 +37,45 @@ class SourceDataQueries(StoreBase):
         seq, first = self.reserve_ingest(conn, len(rows))
         return [{**row, "ingest_seq": seq, "row_no": first + i} for i, row in enumerate(rows)]
 
-    def upsert_customers(self, rows: Sequence[Mapping[str, Any]]) -> None:
-        if not rows:
-            return
-        with self.engine.begin() as conn:
-            self._upsert(conn, schema.customers, self._stamped(conn, rows), ["customer_id"], keep=("row_no",))
+    def _not_older(
+        self, conn: Connection, table: Table, key: str, rows: Sequence[Mapping[str, Any]]
+    ) -> list[Mapping[str, Any]]:
+        """The rows at least as new as what is stored: the newest ``updated_at`` wins, whichever of
+        a pull page, an overlap re-read or a late webhook arrives last."""
+        stored: dict[str, datetime] = {}
+        for chunk in chunks([r[key] for r in rows]):
+            for ident, updated in conn.execute(select(table.c[key], table.c.updated_at).where(table.c[key].in_(chunk))):
+                stored[ident] = as_utc(updated) or updated
+        return [r for r in rows if (known := stored.get(r[key])) is None or (as_utc(r["updated_at"]) or known) >= known]
 
-    def upsert_orders(self, rows: Sequence[Mapping[str, Any]], lines: Sequence[Mapping[str, Any]]) -> None:
-        """Orders upserted by id; their lines replaced as a whole (an edit can drop a line)."""
+    def upsert_customers(self, rows: Sequence[Mapping[str, Any]]) -> int:
+        """Customers upserted by id unless the stored version is newer; returns how many were written."""
         if not rows:
-            return
+            return 0
         with self.engine.begin() as conn:
+            rows = self._not_older(conn, schema.customers, "customer_id", rows)
+            if rows:
+                self._upsert(conn, schema.customers, self._stamped(conn, rows), ["customer_id"], keep=("row_no",))
+        return len(rows)
+
+    def upsert_orders(self, rows: Sequence[Mapping[str, Any]], lines: Sequence[Mapping[str, Any]]) -> int:
+        """Orders upserted by id (unless the stored version is newer); their lines replaced as a whole
+        (an edit can drop a line). Returns how many orders were written."""
+        if not rows:
+            return 0
+        with self.engine.begin() as conn:
+            rows = self._not_older(conn, schema.orders, "order_id", rows)
+            if not rows:
+                return 0
             self._upsert(conn, schema.orders, self._stamped(conn, rows), ["order_id"], keep=("row_no",))
             ids = [r["order_id"] for r in rows]
             for chunk in chunks(ids):
                 conn.execute(delete(schema.order_lines).where(schema.order_lines.c.order_id.in_(chunk)))
-            for chunk in chunks(list(lines)):
+            written = set(ids)
+            kept = [line for line in lines if line["order_id"] in written]
+            for chunk in chunks(kept):
                 conn.execute(schema.order_lines.insert(), list(chunk))
+        return len(rows)
 
     def known_versions(self, table: Table, key: str, ids: Sequence[str]) -> dict[str, datetime]:
         """``updated_at`` of the rows of ``ids`` already stored (to tell new, changed and re-read apart)."""
