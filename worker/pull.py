@@ -131,7 +131,7 @@ def _unreachable(exc: DBAPIError) -> bool:
 
 
 def store_isolating(
-    write: Callable[[Sequence[dict[str, Any]]], None], rows: Sequence[dict[str, Any]], key: str
+    write: Callable[[Sequence[dict[str, Any]]], object], rows: Sequence[dict[str, Any]], key: str
 ) -> list[tuple[str, str]]:
     """Write ``rows``; when the database refuses the batch, split it until each refused record stands
     alone. Returns (id, reason) of the records that could not be stored."""
