@@ -175,6 +175,8 @@ class ShopifyEmulator(EmulatorServer):
         super().__init__(faults)
         self.store = store
         self.token = token
+        #: replaces the fixed-token check when set: expiring offline tokens
+        self.token_check: Callable[[str | None], bool] | None = None
         self.bucket_size = bucket_size
         self.restore_rate = restore_rate
         self.max_query_cost = max_query_cost
@@ -195,7 +197,10 @@ class ShopifyEmulator(EmulatorServer):
 
     # -- auth and faults ---------------------------------------------------------------------------
     def authorised(self, request: Request) -> bool:
-        return request.header("X-Shopify-Access-Token") == self.token
+        sent = request.header("X-Shopify-Access-Token")
+        if self.token_check is not None:  # rotating tokens (connectors/shopify/oauth_emulator.py)
+            return self.token_check(sent)
+        return sent == self.token
 
     def unauthorised(self, request: Request) -> Response:
         return Response(401, INVALID_TOKEN_BODY)

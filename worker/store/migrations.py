@@ -101,12 +101,19 @@ def _v5_history_and_sessions(conn: Connection) -> None:
     schema.web_sessions.create(conn, checkfirst=True)
 
 
+def _v6_bulk_webhooks_tokens(conn: Connection) -> None:
+    """Bulk exports and their staged children, the store-webhook inbox, rotating source tokens."""
+    for table in (schema.bulk_operations, schema.bulk_lines, schema.webhook_inbox, schema.source_credentials):
+        table.create(conn, checkfirst=True)
+
+
 MIGRATIONS: list[tuple[int, str, Migration]] = [
     (1, "initial schema", _v1_initial),
     (2, "ingest sequence and row numbers for the columnar snapshot", _v2_ingest_seq),
     (3, "write counter of recompute results", _v3_results_state),
     (4, "write-ahead intents, fences, owed syncs, erasure progress, webhook dedup", _v4_intents_and_privacy),
     (5, "segment size history and web sessions", _v5_history_and_sessions),
+    (6, "bulk exports, webhook inbox, rotating source tokens", _v6_bulk_webhooks_tokens),
 ]
 
 LATEST = MIGRATIONS[-1][0]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from sqlalchemy import (
+    BigInteger,
     Boolean,
     Column,
     DateTime,
@@ -292,4 +293,78 @@ web_sessions = Table(
     Column("csrf", String(64), nullable=False),
     Column("created_at", TS, nullable=False),
     Column("expires_at", TS, nullable=False),
+)
+
+
+#: v6: a source's bulk export of one stream (Shopify ``bulkOperationRunQuery``) and how far the worker
+#: got with it, so a killed worker resumes where its last stored chunk ended
+bulk_operations = Table(
+    "bulk_operations",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("source", String(32), nullable=False),
+    Column("stream", String(32), nullable=False),
+    Column("operation_id", String(128)),
+    #: the source's status of the operation (CREATED, RUNNING, COMPLETED, FAILED, CANCELED, EXPIRED)
+    Column("status", String(16), nullable=False),
+    #: ours: starting, running, downloading, ingesting, merging, done, fell_back, abandoned
+    Column("phase", String(16), nullable=False, index=True),
+    #: when the source began the export: incremental paging starts here minus the overlap
+    Column("exported_from", TS),
+    Column("started_at", TS, nullable=False),
+    Column("url", Text),
+    Column("url_received_at", TS),
+    Column("partial", Boolean, nullable=False, default=False),
+    Column("file_size", BigInteger),
+    Column("downloaded", BigInteger, nullable=False, default=0),
+    #: bytes of the file whose records are stored (the next chunk starts here)
+    Column("ingested", BigInteger, nullable=False, default=0),
+    Column("object_count", BigInteger, nullable=False, default=0),
+    Column("counts", Text, nullable=False, default="{}"),
+    Column("error", Text),
+    Column("finished_at", TS),
+)
+
+#: v6: child rows (order line items) of a bulk export, held until the whole file is read: children
+#: may come before or after their parent and are attached to their orders in one step at the end
+bulk_lines = Table(
+    "bulk_lines",
+    metadata,
+    Column("operation", Integer, primary_key=True),
+    Column("line_key", String(128), primary_key=True),
+    Column("parent_id", String(128), nullable=False, index=True),
+    Column("product_id", String(128)),
+    Column("sku", String(128)),
+    Column("quantity", Integer, nullable=False),
+)
+
+#: v6: store webhooks (orders/*, customers/*) kept durably the moment they arrive and processed
+#: after the answer; the payload is cleared once processed (it holds PII), the row stays as a record
+webhook_inbox = Table(
+    "webhook_inbox",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("webhook_id", String(128), nullable=False, unique=True),
+    Column("topic", String(64), nullable=False),
+    Column("received_at", TS, nullable=False, index=True),
+    Column("payload", Text),
+    #: who it is about, so an erasure can drop a payload that is not processed yet
+    Column("email_sha256", String(64), index=True),
+    Column("customer_id", String(128), index=True),
+    Column("processed_at", TS, index=True),
+    Column("outcome", String(200)),
+)
+
+#: v6: a source's OAuth tokens that rotate (Shopify expiring offline tokens), encrypted at rest
+source_credentials = Table(
+    "source_credentials",
+    metadata,
+    Column("source", String(32), primary_key=True),
+    Column("access_token", Text, nullable=False),
+    Column("refresh_token", Text),
+    Column("expires_at", TS),
+    Column("refresh_expires_at", TS),
+    Column("updated_at", TS, nullable=False),
+    #: the last refresh failure, in words (never a token)
+    Column("problem", Text),
 )
