@@ -23,9 +23,9 @@ LOCK = ROOT / "requirements" / "dev.lock"
 STAMP = VENV / ".installed"
 
 
-def run(*cmd: str | Path, check: bool = True) -> int:
+def run(*cmd: str | Path, check: bool = True, env: dict[str, str] | None = None) -> int:
     print("+", " ".join(str(c) for c in cmd), flush=True)
-    return subprocess.run([str(c) for c in cmd], cwd=ROOT, check=check).returncode
+    return subprocess.run([str(c) for c in cmd], cwd=ROOT, check=check, env=env).returncode
 
 
 def ensure_env() -> None:
@@ -57,7 +57,6 @@ def demo(args: list[str]) -> int:
 
 
 def test(args: list[str]) -> int:
-    os.environ.setdefault("AUDIENCE_SYNC_API_TOKEN", "compose-config-check")
     steps: list[list[str | Path]] = [
         [BIN / "ruff", "check", "."],
         [BIN / "ruff", "format", "--check", "."],
@@ -65,7 +64,11 @@ def test(args: list[str]) -> int:
     ]
     compose = compose_command()
     if compose:
-        steps.append([*compose, "-f", "docker-compose.yml", "config", "--quiet"])
+        # the compose file insists on a token; the check needs a placeholder only for its own process
+        compose_env = {**os.environ, "AUDIENCE_SYNC_API_TOKEN": os.environ.get("AUDIENCE_SYNC_API_TOKEN", "x" * 43)}
+        if run(*compose, "-f", "docker-compose.yml", "config", "--quiet", check=False, env=compose_env) != 0:
+            print("FAILED: docker-compose.yml does not validate", flush=True)
+            return 1
     else:
         print(
             "docker-compose.yml check skipped: no compose CLI here (neither the `docker compose` plugin "
