@@ -391,6 +391,52 @@ def test_profiles_are_found_by_email_filter_with_spec_page_bounds(
     refused(client.get("/api/profiles", params={"filter": too_many}), 400, "invalid")
 
 
+def test_identifier_filters_answer_from_the_index_exactly_as_a_scan_would(
+    emulator: KlaviyoEmulator, client: httpx.Client
+) -> None:
+    emulator.seed_profiles(f"s{i}@example.com" for i in range(50))
+    a = emulator.add_profile("a@example.com", external_id="ext-1", phone_number="+12125550001")
+    emulator.add_profile("b@example.com", external_id="ext-2")
+
+    def ids(flt: str) -> set[str]:
+        return {p["id"] for p in client.get("/api/profiles", params={"filter": flt}).json()["data"]}
+
+    assert ids('equals(external_id,"ext-1")') == ids('any(phone_number,["+12125550001"])') == {a}
+    assert ids(f'any(id,["{a}","nope"])') == {a}
+    assert ids('equals(email,"a@example.com"),equals(external_id,"ext-2")') == set()  # every condition holds
+    assert len(ids('any(email,["s1@example.com","s2@example.com","S3@Example.com"])')) == 3
+    seeded = emulator.profile("s7@example.com")
+    assert seeded is not None and seeded.consent == SUBSCRIBED
+
+
+def test_a_deleted_profile_leaves_its_lists_and_its_id_stops_existing(
+    emulator: KlaviyoEmulator, client: httpx.Client
+) -> None:
+    list_id = emulator.create_list("VIP")
+    profile = emulator.add_profile("a@example.com", SUBSCRIBED)
+    emulator.add_to_list(list_id, "a@example.com")
+    assert emulator.delete_profile("A@example.com") == profile and emulator.delete_profile("a@example.com") is None
+    assert emulator.list_members(list_id) == set() and emulator.profile("a@example.com") is None
+    error = refused(client.post(MEMBERS.format(list_id), json=members_body([profile])), 404, "not_found")
+    assert error["source"]["pointer"] == "/data/0/id"
+
+
+def test_the_fast_request_validators_agree_with_the_spec_validator() -> None:
+    from connectors.klaviyo.emulator import request_validator
+
+    bad_bodies = {
+        "ProfileImportJobCreateQuery": import_body([{"email": 5, "location": {"latitude": []}}, {"phone_number": 1}]),
+        "ListMembersAddQuery": {"data": [{"type": "profil", "id": 3}, {"id": "x"}]},
+        "ListMembersDeleteQuery": {"data": "everyone"},
+        "SubscriptionDeleteJobCreateQuery": {"data": {"type": "profile-subscription-bulk-delete-job", "attributes": 7}},
+        "ListCreateQuery": {"data": {"type": "list", "attributes": {}}},
+    }
+    for schema, body in bad_bodies.items():
+        fast = sorted((list(e.absolute_path), e.message) for e in request_validator(schema).iter_errors(body))
+        spec = sorted((list(e.absolute_path), e.message) for e in SPEC.validator(schema).iter_errors(body))
+        assert fast and fast == spec, schema
+
+
 # -- consent: the dangerous unsubscribe job -------------------------------------------------------------
 def test_unsubscribe_job_unsubscribes_globally_everyone_not_in_the_list(
     emulator: KlaviyoEmulator, client: httpx.Client
@@ -510,6 +556,25 @@ def test_lists_are_created_read_and_paged_ten_at_a_time(emulator: KlaviyoEmulato
     one = client.get(f"/api/lists/{list_id}/", params={"additional-fields[list]": "profile_count"})
     assert conforms(one, "GET", "/api/lists/{id}")["data"]["attributes"]["profile_count"] == 1
     assert "profile_count" not in client.get(f"/api/lists/{list_id}").json()["data"]["attributes"]
+
+
+def test_the_sandbox_account_already_holds_the_shops_subscribers() -> None:
+    from connectors.shopify.synthetic import SyntheticStore
+
+    class World:
+        store = SyntheticStore(seed=4, customers=60, now=datetime(2026, 11, 1, tzinfo=UTC))
+
+    emulator, _ = sandbox_emulator(World())
+    states = {
+        c["defaultEmailAddress"]["emailAddress"].lower(): c["defaultEmailAddress"]["marketingState"]
+        for c in World.store.customers
+        if c["defaultEmailAddress"]
+    }
+    subscribed = {e for e, state in states.items() if state == SUBSCRIBED}
+    assert subscribed and len(subscribed) < len(states)
+    for email, state in states.items():
+        profile = emulator.profile(email)
+        assert (profile is not None and profile.consent == SUBSCRIBED) == (state == SUBSCRIBED), email
 
 
 def test_sandbox_creates_unknown_lists_on_first_use() -> None:
