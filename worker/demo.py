@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import random
+import re
 import secrets
 import shutil
 import sys
@@ -29,6 +30,15 @@ from worker.store import open_store
 
 Echo = Callable[[str], None]
 DEMO_DAYS = 30
+#: the ``[source]`` table of the demo's config per store platform the sandbox emulates (``--source``)
+DEMO_SOURCES = {
+    "shopify": '[source]\ntype = "shopify"\nshop_url = "sandbox"\n',
+    "woocommerce": (
+        '[source]\ntype = "woocommerce"\nbase_url = "sandbox"\n'
+        "# the sandbox store keeps consent where Mailchimp for WooCommerce does\n"
+        'consent_meta_key = "mailchimp_woocommerce_is_subscribed"\n'
+    ),
+}
 
 
 def _segments_line(report: CycleReport) -> str:
@@ -76,11 +86,15 @@ def _campaign_activity(mailchimp: MailchimpEmulator, list_id: str, shop: Synthet
             )
 
 
-def write_demo_files(workdir: Path) -> Settings:
-    """The demo's config (the built-in one, audience files in the demo folder) and its ``.env``."""
+def write_demo_files(workdir: Path, source: str = "shopify") -> Settings:
+    """The demo's config (the built-in one, audience files in the demo folder, the chosen store
+    platform as its source) and its ``.env``."""
     config = DEFAULT_CONFIG.read_text(encoding="utf-8").replace(
         'directory = "var/audiences"', 'directory = "audiences"'
     )
+    config, found = re.subn(r"^\[source\]\n(?:[^\[\n].*\n)*", DEMO_SOURCES[source], config, count=1, flags=re.M)
+    if not found:
+        raise ValueError(f"{DEFAULT_CONFIG} has no [source] table")
     (workdir / "config.toml").write_text(config, encoding="utf-8")
     env = (
         "# written by `audience-sync demo`: commands run from this folder use the demo's state\n"
@@ -130,12 +144,14 @@ def next_commands(workdir: Path, erasable: str | None) -> list[str]:
     return lines
 
 
-def run_demo(*, customers: int, workdir: Path, echo: Echo = print, now: datetime | None = None) -> None:
+def run_demo(
+    *, customers: int, workdir: Path, echo: Echo = print, now: datetime | None = None, source: str = "shopify"
+) -> None:
     workdir = workdir.resolve()
     if workdir.exists():
         shutil.rmtree(workdir)
     workdir.mkdir(parents=True, mode=0o700)
-    settings = write_demo_files(workdir)
+    settings = write_demo_files(workdir, source)
     end = (now or datetime.now(UTC)).replace(microsecond=0)
     start = end - timedelta(days=DEMO_DAYS)
 
@@ -144,6 +160,9 @@ def run_demo(*, customers: int, workdir: Path, echo: Echo = print, now: datetime
         shop = sandbox.store
         echo(f"  {len(shop.customers)} customers, {len(shop.orders)} orders (including a few malformed on purpose)")
         config, resolved = sandbox.resolve(_in_folder(load_config(settings.config), workdir), settings)
+        served = sandbox.emulator(config.source.type)
+        if served is not None:
+            echo(f"  served as a {config.source.type} store by its contract emulator at {served.url}")
         _make_it_realistic(sandbox, config, shop, echo)
         store = open_store(resolved.database_url)
         try:

@@ -32,7 +32,7 @@ ORDERS_PER_CUSTOMER_DAY = 1 / 8 / 30
 
 
 def needs_sandbox(config: AppConfig) -> bool:
-    urls = [getattr(config.source, "shop_url", None)]
+    urls = [getattr(config.source, "shop_url", None), getattr(config.source, "base_url", None)]
     urls += [getattr(d, "base_url", None) for d in config.destinations.values()]
     return SANDBOX in urls
 
