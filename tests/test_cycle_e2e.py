@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -13,17 +15,22 @@ from pathlib import Path
 import httpx
 
 from connectors.file.destination import audience_path, read_audience
+from connectors.google.emulator import GoogleDataManagerEmulator
+from connectors.google.members import consent_refusal
 from connectors.kernel.identifiers import sha256_hex
+from connectors.kernel.records import Consent
+from connectors.klaviyo.emulator import KlaviyoEmulator
 from connectors.shopify.synthetic import SyntheticStore
+from connectors.tiktok.emulator import TikTokEmulator
 from tests.conftest import make_settings
 from tests.helpers import audience_now
 from tests.services import free_port
-from worker.config import load_config
+from worker.config import AppConfig, load_config
 from worker.factory import build_destination, make_runtime
 from worker.runner import run_cycle
 from worker.sandbox import Sandbox
 from worker.status import render_status, status_rows
-from worker.store import open_store
+from worker.store import Store, open_store
 
 NOW = datetime(2026, 6, 1, 12, tzinfo=UTC)
 
@@ -37,10 +44,12 @@ def _sandbox_config(tmp_path: Path):  # type: ignore[no-untyped-def]
 def test_a_cycle_lands_exactly_the_eligible_segment_members(database_url: str, tmp_path: Path) -> None:
     shop = SyntheticStore(seed=11, customers=400, now=NOW, malformed=True)
     settings = make_settings(database_url=database_url)
-    with Sandbox(NOW, store=shop) as sandbox:
+    with Sandbox(NOW, store=shop, state_dir=tmp_path / "sandbox") as sandbox:
         config, resolved = sandbox.resolve(_sandbox_config(tmp_path), settings)
         store = open_store(database_url)
-        report = run_cycle(store, config, resolved, now=NOW)
+        naps: list[float] = []  # import jobs and request statuses are polled after a wait: recorded, not slept
+        runtime = make_runtime(resolved, sleep=naps.append)
+        report = run_cycle(store, config, resolved, now=NOW, runtime=runtime)
 
         # bad input is counted and reported, never a crash and never a silent drop
         pull = store.run(report.pull.run_id or 0)
@@ -69,21 +78,72 @@ def test_a_cycle_lands_exactly_the_eligible_segment_members(database_url: str, t
             assert expected, name
             assert audience_now(sandbox, config, name) == expected, name
             assert set(store.acknowledged(name)) == expected, name
+        _klaviyo_google_tiktok_hold_what_they_may(sandbox, config, store)
 
         # thirty days later, only the difference moves
         shop.advance(30, new_orders=60)
-        later = run_cycle(store, config, resolved, now=NOW + timedelta(days=30))
+        later = run_cycle(store, config, resolved, now=NOW + timedelta(days=30), runtime=runtime)
         assert later.pull.orders < report.pull.orders / 5  # incremental, not a re-read of history
         engaged = config.mappings["engaged-30d-file"]
         keys = store.segment_keys(engaged.segment)
         expected = {sha256_hex(m.email) for m in store.members(keys).values() if m.email}
         assert read_audience(audience_path(tmp_path / "aud", engaged.audience)) == expected
         assert later.syncs["engaged-30d-file"].removed > 0  # people aged out of the 30-day window
+        held = {name: audience_now(sandbox, config, name) for name in config.mappings}
+        assert all(held[name] == set(store.acknowledged(name)) for name in config.mappings)
         store.dispose()
+
+    # the next command's sandbox opens every destination with what it held when this one closed
+    with Sandbox(NOW, store=shop, state_dir=tmp_path / "sandbox") as reopened:
+        config, _ = reopened.resolve(_sandbox_config(tmp_path), settings)
+        assert {name: audience_now(reopened, config, name) for name in config.mappings} == held
 
     shown = render_status(status_rows(settings))
     for name in config.mappings:
         assert name in shown
+
+
+def _klaviyo_google_tiktok_hold_what_they_may(sandbox: Sandbox, config: AppConfig, store: Store) -> None:
+    """Read straight from the emulators: Klaviyo lists hold the segment's consented addresses, profiles
+    subscribed at Klaviyo; Google and TikTok hold the segment's email hashes and never an address."""
+    klaviyo = sandbox.emulator("klaviyo")
+    assert isinstance(klaviyo, KlaviyoEmulator)
+    for name in ("engaged-30d-klaviyo", "lapsed-60-180-klaviyo", "lapsed-180-plus-klaviyo"):
+        mapping = config.mappings[name]
+        members = store.members(store.segment_keys(mapping.segment)).values()
+        consented = {m.email.lower() for m in members if m.email and m.email_consent == Consent.SUBSCRIBED}
+        held = klaviyo.list_members(mapping.audience)
+        assert consented and held == consented, name
+        assert len(consented) < len(members), f"{name}: the segment should hold unconsented people too"
+        assert {klaviyo.profile(e).consent for e in held} == {"SUBSCRIBED"}, name  # type: ignore[union-attr]
+
+    buyers = store.members(store.segment_keys("buyers")).values()
+    # Google takes no opted-out buyer, nor one in the EEA, the UK or Switzerland without consent
+    allowed = {sha256_hex(m.email.strip().lower()) for m in buyers if m.email and consent_refusal(m, "US") is None}
+    opted_out = {
+        sha256_hex(m.email.strip().lower()) for m in buyers if m.email and m.email_consent == Consent.UNSUBSCRIBED
+    }
+    google = sandbox.emulator("google")
+    assert isinstance(google, GoogleDataManagerEmulator)
+    mapping = config.mappings["buyers-google"]
+    account = config.destinations[mapping.destination].operating_account.account_id  # type: ignore[union-attr]
+    keys = {k for r in google.member_records(account, mapping.audience) for k in r.keys}
+    assert keys and all(re.fullmatch(r"(email|phone):[0-9a-f]{64}", k) for k in keys)
+    held_emails = {k.removeprefix("email:") for k in keys if k.startswith("email:")}
+    assert opted_out and held_emails == allowed and not held_emails & opted_out
+
+    tiktok = sandbox.emulator("tiktok")
+    assert isinstance(tiktok, TikTokEmulator)
+    engaged = store.members(store.segment_keys("engaged_30d")).values()
+    rows = tiktok.audience(config.mappings["engaged-30d-tiktok"].audience)
+    cells = {cell for row in rows for cell in row}
+    assert cells and all(t in ("EMAIL_SHA256", "PHONE_SHA256") and re.fullmatch("[0-9a-f]{64}", v) for t, v in cells)
+    assert {v for t, v in cells if t == "EMAIL_SHA256"} == {
+        sha256_hex(m.email.strip().lower()) for m in engaged if m.email
+    }
+
+    sent = json.dumps([body for _, _, body in google.bodies + tiktok.bodies])
+    assert "@" not in sent  # no address (raw PII) ever left for an ad platform
 
 
 def test_the_demo_ends_at_the_real_now_and_every_command_it_prints_works_as_printed(tmp_path: Path) -> None:

@@ -8,6 +8,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -28,6 +29,13 @@ from connectors.klaviyo.emulator import (
     KlaviyoEmulator,
     Limits,
 )
+from tests.conftest import make_settings
+from tests.helpers import seed_segment, write_config
+from worker.config import load_config
+from worker.cycle import sync_mapping
+from worker.factory import make_runtime
+from worker.reconcile import reconcile
+from worker.store import open_store
 
 KEY = "pk_test_destination_0123456789abcdef0"
 LIST = "Vip001"
@@ -364,6 +372,45 @@ def test_members_reads_back_what_the_list_holds(destination: KlaviyoDestination,
     held = destination.members(LIST, OPTIONS)
     assert held == emulator.list_members(LIST) and len(held) == 231
     assert len([r for r in emulator.log if r.path == f"/api/lists/{LIST}/profiles"]) == 3  # paged by 100
+
+
+def test_drift_made_by_hand_in_klaviyo_is_found_and_repaired(tmp_path: Path) -> None:
+    with KlaviyoEmulator(api_key=KEY, job_polls=(0, 0)) as klaviyo:
+        klaviyo.create_list("Reactivation 60-180", "Lap060")
+        for address in [f"member{n}@example.com" for n in range(8)] + ["stranger@example.com"]:
+            klaviyo.add_profile(address, SUBSCRIBED)
+        path = write_config(
+            tmp_path / "c.toml",
+            f'[destinations.kl]\ntype = "klaviyo"\nbase_url = "{klaviyo.url}"\n'
+            '[[mappings]]\nname = "m"\nsegment = "lapsed_60_180"\ndestination = "kl"\naudience = "Lap060"\n',
+        )
+        config, settings = load_config(path), make_settings(secrets={"AUDIENCE_SYNC_KLAVIYO_API_KEY": KEY})
+        runtime = make_runtime(settings, sleep=lambda seconds: None)  # import jobs complete at the first poll
+        store = open_store(f"sqlite:///{tmp_path / 's.sqlite3'}")
+        seed_segment(store, "lapsed_60_180", 8)
+        sync_mapping(store, config, settings, runtime, "m")
+        chosen = {f"member{n}@example.com" for n in range(8)}
+        assert klaviyo.list_members("Lap060") == chosen
+        members = klaviyo.lists["Lap060"].members  # a marketer, in Klaviyo's UI: two taken off the list ...
+        for address in ("member0@example.com", "member1@example.com"):
+            profile = klaviyo.profile(address)
+            assert profile is not None
+            del members[profile.id]
+        klaviyo.add_to_list("Lap060", "stranger@example.com")  # ... and someone we never chose put on it
+
+        found = reconcile(store, config, settings, runtime, "m")
+        assert found.missing == {"member0@example.com", "member1@example.com"}
+        assert found.extra == {"stranger@example.com"} and found.after is None
+        assert "2 missing at the destination, 1 extra there" in found.render() and "stranger@" not in found.render()
+        assert klaviyo.list_members("Lap060") == chosen - found.missing | found.extra  # a check changes nothing
+
+        repaired = reconcile(store, config, settings, runtime, "m", repair=True)
+        assert repaired.sync == {"status": "ok", "added": 2, "removed": 1}
+        assert repaired.after is not None and not repaired.after.missing and not repaired.after.extra
+        assert klaviyo.list_members("Lap060") == chosen == set(store.acknowledged("m"))
+        stranger = klaviyo.profile("stranger@example.com")  # off the list, never unsubscribed
+        assert stranger is not None and stranger.consent == SUBSCRIBED and not klaviyo.unsubscribe_jobs
+        store.dispose()
 
 
 def test_answers_name_exactly_the_identities_we_were_given(

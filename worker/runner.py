@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from connectors.kernel.redact import redact
+from connectors.kernel.runtime import Runtime
 from worker.config import AppConfig, load_config
 from worker.cycle import PullResult, RecomputeResult, pull, recompute, sync_mapping, utc_now
 from worker.factory import make_runtime
@@ -71,9 +72,12 @@ def run_cycle(
     now: datetime,
     full: bool = False,
     echo: Echo = lambda _: None,
+    runtime: Runtime | None = None,
 ) -> CycleReport:
+    """Pull, recompute and sync every mapping in this process; ``runtime`` (its sleep, its clock) is
+    the settings' own unless given."""
     started = time.monotonic()
-    runtime = make_runtime(settings)
+    runtime = runtime or make_runtime(settings)
     echo("pulling from the store API …")
     pulled = pull(store, config, settings, runtime, progress=Progress(echo, "pull"), now=now)
     echo(

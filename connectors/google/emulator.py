@@ -26,7 +26,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs
@@ -230,6 +230,8 @@ class GoogleDataManagerEmulator(EmulatorServer):
     """Start it, ``grant`` a principal an account, ``create_user_list``; get a token at ``token_uri``."""
 
     name = "google-datamanager"
+    #: the user lists and their members (the sandbox keeps them between commands)
+    state_attributes = ("lists",)
 
     def __init__(
         self,
@@ -355,6 +357,18 @@ class GoogleDataManagerEmulator(EmulatorServer):
         """``login_id`` manages ``operating_id`` (a manager account link), so it may be the ``loginAccount``."""
         with self.lock:
             self.links.add(((account_type, login_id), (account_type, operating_id)))
+
+    def export_state(self) -> dict[str, Any]:
+        with self.lock:
+            return {"lists": {key: asdict(user_list) for key, user_list in self.lists.items()}}
+
+    def import_state(self, state: dict[str, Any]) -> None:
+        def user_list(saved: dict[str, Any]) -> UserList:
+            records = {int(i): MemberRecord(**{**r, "keys": frozenset(r["keys"])}) for i, r in saved["records"].items()}
+            return UserList(saved["membership_days"], records, dict(saved["index"]), saved["next_id"])
+
+        with self.lock:
+            self.lists = {tuple(key): user_list(saved) for key, saved in (state.get("lists") or {}).items()}
 
     def create_user_list(
         self, account: str, list_id: str, *, account_type: str = "GOOGLE_ADS", membership_days: int = 540
@@ -964,7 +978,8 @@ class GoogleDataManagerEmulator(EmulatorServer):
 def sandbox_emulator(world: object = None) -> tuple[GoogleDataManagerEmulator, str]:
     """For ``worker.sandbox``: any account and user list works. The secret is google-auth
     ``authorized_user`` info as JSON; its ``token_uri`` is ``<base_url>/token``, known once started."""
-    emulator = GoogleDataManagerEmulator(auto_create=True, open_access=True)
+    # requests are processed by the first status read: a sandbox batch waits one poll, not three
+    emulator = GoogleDataManagerEmulator(auto_create=True, open_access=True, processing_polls=0)
     info = {
         "type": "authorized_user",
         "client_id": CLIENT_ID,

@@ -28,7 +28,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from copy import deepcopy
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 from urllib.parse import urlencode
@@ -527,6 +527,8 @@ class KlaviyoEmulator(EmulatorServer):
     """
 
     name = "klaviyo"
+    #: profiles (consent included), lists and engagement (the sandbox keeps them between commands)
+    state_attributes = ("profiles", "lists", "metrics", "events")
 
     def __init__(
         self,
@@ -597,6 +599,24 @@ class KlaviyoEmulator(EmulatorServer):
         ]
         for method, path, handler, max_bytes in routes:
             self._serve(method, path, handler, max_bytes)
+
+    # -- what the service holds -----------------------------------------------------------------
+    def export_state(self) -> dict[str, Any]:
+        with self.lock:
+            return {name: {i: asdict(v) for i, v in getattr(self, name).items()} for name in self.state_attributes}
+
+    def import_state(self, state: dict[str, Any]) -> None:
+        kinds: dict[str, Any] = {"profiles": Profile, "lists": KList, "metrics": Metric, "events": Event}
+        with self.lock:
+            for name, kind in kinds.items():
+                if name in state:
+                    setattr(self, name, {i: kind(**values) for i, values in state[name].items()})
+            self._by_identifier = {key: {} for key in _IDENTIFIERS}
+            for profile in self.profiles.values():
+                for key in _IDENTIFIERS:
+                    value = getattr(profile, key)
+                    if value is not None:
+                        self._by_identifier[key][value] = profile.id
 
     # -- seeding and inspection -----------------------------------------------------------------
     def _now(self) -> datetime:
@@ -1401,7 +1421,8 @@ def sandbox_emulator(world: object = None) -> tuple[KlaviyoEmulator, str]:
     sandbox shop's subscribed customers already subscribed profiles (as Klaviyo's Shopify integration
     would have them; without them our consent rule would keep everyone off every list)."""
     key = "pk_sandbox_local_emulator_key_000000"
-    emulator = KlaviyoEmulator(api_key=key, auto_create=True)
+    # import jobs complete at their first read: a sandbox batch waits one poll, not three
+    emulator = KlaviyoEmulator(api_key=key, auto_create=True, job_polls=(0, 0))
     customers = getattr(getattr(world, "store", None), "customers", None) or []
     emulator.seed_profiles(
         str(address["emailAddress"])

@@ -22,7 +22,7 @@ import math
 import re
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -80,6 +80,7 @@ class TikTokEmulator(EmulatorServer):
     """Start it, ``create_audience(advertiser, name)``, point the connector at ``emulator.base_url``."""
 
     name = "tiktok"
+    state_attributes = ("audiences",)
 
     def __init__(
         self,
@@ -128,6 +129,17 @@ class TikTokEmulator(EmulatorServer):
     @property
     def base_url(self) -> str:
         return self.url + self.prefix
+
+    # -- what the service holds (the sandbox keeps it between commands) ----------------------
+    def export_state(self) -> dict[str, Any]:
+        with self.lock:
+            return {"audiences": {i: asdict(a) for i, a in self.audiences.items()}}
+
+    def import_state(self, state: dict[str, Any]) -> None:
+        with self.lock:
+            self.audiences = {i: Audience(**a) for i, a in (state.get("audiences") or {}).items()}
+            taken = [int(i) for i in self.audiences if i.isdigit()]
+            self._ids = itertools.count(max([7_300_000_000_000_000_000, *taken]) + 1)
 
     # -- seeding and inspection ------------------------------------------------------------
     def create_audience(self, advertiser_id: str, name: str, id_type: str | None = None) -> str:
