@@ -48,7 +48,9 @@ def audience_now(sandbox: Sandbox, config: AppConfig, mapping_name: str) -> set[
     return members
 
 
-def write_config(path: Path, body: str, *, shop_url: str = "https://example.myshopify.com") -> Path:
+def write_config(
+    path: Path, body: str, *, shop_url: str = "https://example.myshopify.com", source_options: str = ""
+) -> Path:
     path.write_text(
         textwrap.dedent(
             f"""
@@ -57,6 +59,7 @@ def write_config(path: Path, body: str, *, shop_url: str = "https://example.mysh
             shop_url = "{shop_url}"
             """
         )
+        + (source_options + "\n" if source_options else "")
         + textwrap.dedent(body),
         encoding="utf-8",
     )

@@ -285,7 +285,8 @@ def test_odd_records_are_fitted_or_refused_and_never_block_ingestion(database_ur
     orders[2]["id"] = "gid://shopify/Order/" + "9" * 300  # an id no column can hold
     with ShopifyEmulator(shop, restore_rate=10_000, bucket_size=20_000) as emulator:
         emulator.faults = Faults(script=[Scripted("POST", r"graphql", "invalid_utf8", after=1)])
-        path = write_config(tmp_path / "odd.toml", "", shop_url=emulator.url)
+        # paged, not bulk: the fault is a page's bytes (the bulk path's odd records: tests/test_backfill.py)
+        path = write_config(tmp_path / "odd.toml", "", shop_url=emulator.url, source_options="bulk_backfill = false")
         settings = make_settings(
             database_url=database_url, config=path, secrets={"AUDIENCE_SYNC_SHOPIFY_ACCESS_TOKEN": DEFAULT_TOKEN}
         )

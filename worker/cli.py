@@ -64,6 +64,20 @@ def run(full: bool, now_text: str | None) -> None:
 
 
 @main.command()
+@click.option("--restart", is_flag=True, help="Abandon an unfinished export and start over.")
+def backfill(restart: bool) -> None:
+    """Read the whole store again by bulk export (resuming an unfinished one), then page from its start."""
+    from worker.backfill_run import backfill_inline
+
+    try:
+        result = backfill_inline(get_settings(), restart=restart, echo=click.echo)
+    except ConfigFileError as exc:
+        _fail(str(exc))
+        return
+    sys.exit(0 if result.status in ("ok", "partial") else 1)
+
+
+@main.command()
 @click.argument("mapping")
 @click.option("--full", is_flag=True, help="Full replace instead of a diff.")
 @click.option("--inline", is_flag=True, help="Run here and now instead of enqueueing for a worker.")
@@ -193,11 +207,18 @@ def preview(now_text: str | None, matrix: bool, as_json: bool, config_path: Path
 @click.option(
     "--workdir", type=click.Path(file_okay=False, path_type=Path), default=Path("var/demo"), show_default=True
 )
-def demo(customers: int, workdir: Path) -> None:
+@click.option(
+    "--source",
+    type=click.Choice(["shopify", "woocommerce"]),
+    default="shopify",
+    show_default=True,
+    help="Store platform the sandbox shop is served as.",
+)
+def demo(customers: int, workdir: Path, source: str) -> None:
     """Sandbox demo: two cycles, 30 days apart, against the built-in emulators."""
     from worker.demo import run_demo
 
-    run_demo(customers=customers, workdir=workdir, echo=click.echo)
+    run_demo(customers=customers, workdir=workdir, echo=click.echo, source=source)
 
 
 @main.command("hash")

@@ -41,8 +41,11 @@ def normalized_email(email: str) -> str:
 
 def _forget_cached_copy(store: Store) -> None:
     """The snapshot cache beside a SQLite store holds customers' emails: it goes with the erasure,
-    and so do the old pages of the database's write-ahead log."""
+    and so do the old pages of the database's write-ahead log and any downloaded bulk export."""
     store.flush_deleted()
+    from worker.backfill import forget_files
+
+    forget_files(store)  # and downloaded bulk exports, which hold every customer of the store
     path = default_cache_path(store.engine.url.render_as_string(hide_password=True))
     if path is not None:
         with contextlib.suppress(FileNotFoundError):

@@ -12,6 +12,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from connectors.kernel.bulk import ChildLine
 from connectors.kernel.identifiers import normalize_email, normalize_name, normalize_phone
 from connectors.kernel.records import CustomerRecord, OrderRecord
 from worker.currencies import ISO_4217
@@ -151,3 +152,32 @@ def validate_customers(
         if row is not None:
             out.customers.append(row)
     return out
+
+
+def validate_staged_lines(
+    children: Iterable[ChildLine],
+) -> tuple[list[dict[str, Any]], list[tuple[str, str]], list[tuple[str, str]]]:
+    """Line items of a bulk export, fitted for staging, as the paged path fits them; returns
+    (rows, (ref, reason) of refused ones, (ref, warning) of fitted ones)."""
+    rows: list[dict[str, Any]] = []
+    refused: list[tuple[str, str]] = []
+    warnings: list[tuple[str, str]] = []
+    for child in children:
+        fitted = fit_row(
+            schema.bulk_lines,
+            {
+                "line_key": child.key,
+                "parent_id": child.parent_id,
+                "product_id": child.line.product_id,
+                "sku": child.line.sku,
+                "quantity": child.line.quantity,
+            },
+            keys=("line_key", "parent_id"),
+        )
+        ref = f"{child.parent_id[:150]} line {child.key[:40]}"
+        if fitted.row is None:
+            refused.append((ref, fitted.reason or "cannot be stored"))
+        else:
+            rows.append(fitted.row)
+            warnings += [(ref, warning) for warning in fitted.warnings]
+    return rows, refused, warnings

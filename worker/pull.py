@@ -21,6 +21,7 @@ from connectors.kernel.errors import ConfigError, ConnectorError
 from connectors.kernel.identifiers import sha256_hex
 from connectors.kernel.redact import redact
 from connectors.kernel.runtime import Runtime
+from connectors.kernel.source import Source
 from worker.config import AppConfig
 from worker.factory import build_source
 from worker.ingest import Validated, validate_customers, validate_orders
@@ -44,6 +45,50 @@ def describe_error(exc: BaseException) -> str:
     if isinstance(exc, SQLAlchemyError):
         text = text.split("[SQL:")[0].strip()
     return f"{type(inner).__name__}: {redact(text)[:300]}" if text else type(inner).__name__
+
+
+def _bulk_first(
+    store: Store,
+    source: Source,
+    settings: Settings,
+    runtime: Runtime,
+    result: PullResult,
+    run_id: int,
+    progress: Progress | None,
+    deadline: float | None,
+    force: bool,
+) -> None:
+    """The bulk path, when the source has one: its problems go to this run, like a page's."""
+    export = source.bulk_export()
+    if export is None:
+        return
+    from worker.backfill import Backfill
+
+    def report(problems: list[tuple[str, str]]) -> None:
+        store.add_problems(run_id, source.kind, problems)
+        warned = sum(1 for _, reason in problems if reason.startswith("warning:"))
+        result.warnings += warned
+        result.rejected += len(problems) - warned
+
+    backfill = Backfill(
+        store,
+        source,
+        export,
+        settings,
+        store_chunk=lambda checked: store_page(store, checked, result),
+        report=report,
+        suppression=store.suppressed(),
+        suppress=suppress,
+        progress=progress,
+        deadline=deadline,
+        sleep=runtime.sleep,
+    )
+    try:
+        outcome = backfill.run(force=force)
+    finally:
+        result.bulk = backfill.outcome.streams
+        result.suppressed += backfill.suppressed
+    result.more = outcome.more
 
 
 @dataclass
@@ -70,6 +115,8 @@ class PullResult:
     #: stopped at the time budget with pages left: a continuation goes on from the watermark
     more: bool = False
     source_stats: dict[str, Any] = field(default_factory=dict)
+    #: per stream, what a bulk export did (empty when none ran)
+    bulk: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def counts(self) -> dict[str, Any]:
         return {
@@ -87,6 +134,7 @@ class PullResult:
             "engagement": self.engagement,
             "seconds": round(self.seconds, 3),
             "more": self.more,
+            **({"bulk": self.bulk} if self.bulk else {}),
             **{f"source_{k}": v for k, v in self.source_stats.items()},
         }
 
@@ -100,6 +148,11 @@ class PullResult:
                 f"{self.reread[stream]:,} re-read unchanged in the overlap window)"
             )
         line = "pulled " + " and ".join(parts)
+        for stream, bulk in self.bulk.items():
+            line += f"; {stream} bulk export {bulk.get('phase')}"
+            if bulk.get("records"):
+                line += f" ({int(bulk['records']):,} records"
+                line += f", {int(bulk['lines']):,} line items)" if bulk.get("lines") else ")"
         stale = sum(self.stale.values())
         if stale:
             line += f"; {stale:,} older than the stored version (left as stored)"
@@ -193,8 +246,11 @@ def pull(
     reread_hours: float = 0.0,
     now: datetime | None = None,
     deadline: float | None = None,
+    force_bulk: bool = False,
 ) -> PullResult:
-    """Incremental pull of every stream since its watermark (minus the overlap window)."""
+    """Incremental pull of every stream since its watermark (minus the overlap window); a stream
+    never pulled (or every stream, with ``force_bulk``) is first exported in bulk when the source
+    can (``worker/backfill.py``)."""
     store.mark_interrupted("pull", None)
     run_id = store.start_run("pull", None, task_id)
     result = PullResult(run_id=run_id)
@@ -204,7 +260,10 @@ def pull(
     reported = 0.0
     try:
         erased_hashes, erased_ids = store.suppressed()
+        _bulk_first(store, source, settings, runtime, result, run_id, progress, deadline, force_bulk)
         for stream in source.streams:
+            if result.more:
+                break
             watermark = store.get_watermark(source.kind, stream)
             since = watermark - overlap if watermark else None
             if since is not None and reread_hours:
@@ -219,8 +278,10 @@ def pull(
                 refused = store_page(store, checked, result)
                 problems = [(p.ref, p.reason) for p in page.problems] + checked.rejected + refused
                 store.add_problems(run_id, source.kind, problems + [(r, f"warning: {w}") for r, w in checked.warnings])
-                result.rejected += len(problems)
-                result.warnings += len(checked.warnings)
+                # a source's own warnings (an old store re-read in full, say) are warnings, not bad records
+                warned = sum(1 for _, reason in problems if reason.startswith("warning:"))
+                result.rejected += len(problems) - warned
+                result.warnings += len(checked.warnings) + warned
                 result.pages += 1
                 if page.max_updated_at and (watermark is None or page.max_updated_at > watermark):
                     watermark = page.max_updated_at

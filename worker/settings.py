@@ -42,6 +42,12 @@ class Settings(BaseSettings):
     #: Celery queue name (tests use their own so they never touch a deployment's queue)
     queue: str = "audience-sync"
 
+    #: where downloaded bulk exports are kept until stored (default: beside a SQLite database, else var/bulk)
+    bulk_dir: Path | None = None
+    #: records per stored chunk of a bulk export (a killed worker resumes after the last one)
+    bulk_chunk_rows: int = Field(default=5000, ge=1)
+    #: longest wait between two polls of a running bulk export
+    bulk_poll_max_seconds: float = 30.0
     #: customers in the built-in sandbox store (``sandbox`` URLs in the config)
     sandbox_customers: int = 5000
     #: where the sandbox keeps its shop's recipe and its destinations' audiences between commands

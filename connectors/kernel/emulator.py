@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any, ClassVar
 from urllib.parse import parse_qs, urlsplit
 
@@ -39,6 +40,11 @@ class Response:
     headers: dict[str, str] = field(default_factory=dict)
     raw: bytes | None = None
     content_type: str = "application/json"
+    #: a file to send instead of a body: (path, first byte, end), optionally at ``rate`` bytes/s
+    file: tuple[Path, int, int] | None = None
+    rate: float | None = None
+    #: Content-Length to announce when it differs from what is sent (a connection cut mid-file)
+    declared_length: int | None = None
 
 
 @dataclass
@@ -259,6 +265,9 @@ class EmulatorServer:
                     with contextlib.suppress(OSError):
                         self.connection.shutdown(socket.SHUT_RDWR)
                     return
+                if response.file is not None:
+                    self._send_file(response)
+                    return
                 if response.raw is not None:
                     payload = response.raw
                 elif response.body is None:
@@ -274,6 +283,31 @@ class EmulatorServer:
                 self.end_headers()
                 if payload:
                     self.wfile.write(payload)
+
+            def _send_file(self, response: Response) -> None:
+                assert response.file is not None
+                path, start, end = response.file
+                self.send_response(response.status)
+                self.send_header("Content-Type", response.content_type)
+                declared = response.declared_length
+                self.send_header("Content-Length", str(declared if declared is not None else end - start))
+                for key, value in response.headers.items():
+                    self.send_header(key, value)
+                self.end_headers()
+                block = 1 << 16
+                with contextlib.suppress(OSError), path.open("rb") as source:
+                    source.seek(start)
+                    left = end - start
+                    while left > 0:
+                        piece = source.read(min(block, left))
+                        if not piece:
+                            break
+                        self.wfile.write(piece)
+                        left -= len(piece)
+                        if response.rate:
+                            time.sleep(len(piece) / response.rate)
+                if declared is not None:
+                    self.close_connection = True
 
             do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _handle
 

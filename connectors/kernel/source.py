@@ -13,6 +13,7 @@ from typing import ClassVar
 
 from pydantic import BaseModel, ConfigDict, SecretStr
 
+from connectors.kernel.bulk import BulkExport
 from connectors.kernel.records import Page
 from connectors.kernel.runtime import Runtime
 
@@ -39,6 +40,10 @@ class Source(ABC):
     @abstractmethod
     def pull(self, stream: str, since: datetime | None) -> Iterator[Page]:
         """Yield pages of records updated at or after ``since`` (everything when ``None``)."""
+
+    def bulk_export(self) -> BulkExport | None:
+        """The source's bulk export, when it has one (the first pull of a large store uses it)."""
+        return None
 
     def stats(self) -> dict[str, object]:
         return {}

@@ -55,6 +55,7 @@ DEFAULT_TOKEN = "shpat_emulator_local_token_0001"  # noqa: S105 - a fixed fake f
 SCHEMA_FILE = "admin_2026-04.json.gz"
 INVALID_TOKEN_BODY = {"errors": "[API] Invalid API key or access token (unrecognized login or wrong password)"}
 MAX_FIRST = 250
+MUTATION_COST = 10
 JSONObj = dict[str, Any]
 
 _SCHEMAS: dict[str, GraphQLSchema] = {}
@@ -193,10 +194,19 @@ class ShopifyEmulator(EmulatorServer):
         self.throttled_count = 0
         #: (query text, requested cost, actual cost) of every answered query
         self.cost_log: list[tuple[str, int, int]] = []
+        #: mutations and extra root fields by name: args -> the payload to render (a list: a connection)
+        self.mutations: dict[str, Callable[[JSONObj], Any]] = {}
+        self.root_fields: dict[str, Callable[[JSONObj], Any]] = {}
+        #: bulk exports (``bulkOperationRunQuery``, ``bulkOperation``, ``bulkOperations``)
+        from connectors.shopify.bulk_emulator import BulkOperations
+
+        self.bulk = BulkOperations(self)
         self.route("POST", "/admin/api/{version}/graphql.json", self.graphql)
 
     # -- auth and faults ---------------------------------------------------------------------------
     def authorised(self, request: Request) -> bool:
+        if request.path.startswith("/bulk-files/"):  # a storage host: the signed URL is the credential
+            return True
         sent = request.header("X-Shopify-Access-Token")
         if self.token_check is not None:  # rotating tokens (connectors/shopify/oauth_emulator.py)
             return self.token_check(sent)
@@ -258,7 +268,9 @@ class ShopifyEmulator(EmulatorServer):
     def _answer(self, request: Request) -> Response:
         try:
             parsed, operation, variables = self._prepare(request)
-            requested = self.requested_cost(operation.selection_set, parsed, variables)
+            mutation = operation.operation.value == "mutation"
+            # Shopify prices a mutation at 10 points, whatever it selects
+            requested = MUTATION_COST if mutation else self.requested_cost(operation.selection_set, parsed, variables)
         except ValueError:
             return Response(400, {"errors": {"query": "Required parameter missing or invalid"}})
         except QueryError as exc:
@@ -274,11 +286,11 @@ class ShopifyEmulator(EmulatorServer):
             return self._throttled_answer(requested)
         self.available -= requested
         try:
-            data = self._render(operation.selection_set, None, parsed, variables, root=True)
+            data = self._render(operation.selection_set, None, parsed, variables, root=True, mutation=mutation)
         except QueryError as exc:
             self.available += requested
             return Response(200, {"errors": exc.as_errors(), "extensions": self._cost_extension(requested, 0)})
-        actual = self.actual_cost(operation.selection_set, parsed, variables, data)
+        actual = requested if mutation else self.actual_cost(operation.selection_set, parsed, variables, data)
         self.cost_log.append((str(request.json()["query"]), requested, actual))
         self.available = min(self.bucket_size, self.available + requested - actual)
         return Response(
@@ -302,8 +314,13 @@ class ShopifyEmulator(EmulatorServer):
             operation = parsed.operations[name]
         else:
             raise QueryError("An operation name is required when several operations are sent")
-        if operation.operation.value != "query":
-            raise QueryError(f"emulator: {operation.operation.value} is not supported", "BAD_REQUEST")
+        kind = operation.operation.value
+        if kind == "mutation":
+            for field_node in _fields(operation.selection_set, parsed):
+                if field_node.name.value not in self.mutations:
+                    raise QueryError(f"emulator: mutation {field_node.name.value} is not supported", "BAD_REQUEST")
+        elif kind != "query":
+            raise QueryError(f"emulator: {kind} is not supported", "BAD_REQUEST")
         raw_variables = body.get("variables") or {}
         if not isinstance(raw_variables, dict):
             raise QueryError("Variables must be an object", "BAD_REQUEST")
@@ -337,12 +354,16 @@ class ShopifyEmulator(EmulatorServer):
         parsed: Parsed,
         variables: JSONObj,
         root: bool = False,
+        mutation: bool = False,
     ) -> JSONObj:
         out: JSONObj = {}
         for node in _fields(selection, parsed):
             key = node.alias.value if node.alias else node.name.value
             name = node.name.value
             args = _arguments(node, variables)
+            if mutation:
+                out[key] = self._value(self.mutations[name](args), node, args, parsed, variables)
+                continue
             if root:
                 out[key] = self._root_field(name, args, node, parsed, variables)
                 continue
@@ -377,6 +398,15 @@ class ShopifyEmulator(EmulatorServer):
         if name == "shop":
             shop = {"name": "Demo Shop", "currencyCode": "USD", "myshopifyDomain": "demo-shop.myshopify.com"}
             return self._value(shop, node, args, parsed, variables)
+        if name in self.root_fields:
+            found = self.root_fields[name](args)
+            if isinstance(found, list):  # a connection over the handler's nodes (first page only)
+                assert node.selection_set is not None
+                first_page = found[: _page_size(args)]
+                marks = [encode_cursor((i + 1, 0), i + 1) for i in range(len(first_page))]
+                more = len(found) > len(first_page)
+                return self._connection(node.selection_set, first_page, marks, more, False, parsed, variables)
+            return self._value(found, node, args, parsed, variables)
         if name in ("order", "customer"):
             gid = str(args.get("id") or "")
             kind = "Order" if name == "order" else "Customer"

@@ -26,19 +26,23 @@ import re
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from datetime import UTC, datetime
-from decimal import Decimal, InvalidOperation
 from typing import Any, ClassVar, Literal
 
 import httpx
 from pydantic import Field, field_validator
 
+from connectors.kernel.bulk import BulkExport
 from connectors.kernel.error_table import ErrorTable, Found, Rule
 from connectors.kernel.errors import ConfigError, PermanentError, RateLimitedError, RetryableError
 from connectors.kernel.http import JSON, HttpConnector
-from connectors.kernel.records import Consent, CustomerRecord, LineItem, OrderRecord, Page, Problem
+from connectors.kernel.records import OrderRecord, Page, Problem
 from connectors.kernel.retry import RetryPolicy
 from connectors.kernel.runtime import Runtime
 from connectors.kernel.source import Source, SourceConfig
+from connectors.shopify.parsing import Unreadable, obj, parse_customer, parse_lines, parse_order
+
+#: the parsers' old names (kept for callers written against source.py)
+_parse_customer, _parse_order, _Unreadable = parse_customer, parse_order, Unreadable
 
 log = logging.getLogger(__name__)
 
@@ -121,6 +125,8 @@ class ShopifyConfig(SourceConfig):
     page_size: int = Field(default=100, ge=1, le=250)
     #: objects read per ``updated_at`` window before the query restarts (Shopify refuses > 25,000)
     window_objects: int = Field(default=PAGING_LIMIT - 250, ge=1, le=PAGING_LIMIT)
+    #: a first pull (no watermark) exports each stream in bulk instead of paging through it
+    bulk_backfill: bool = True
 
     @field_validator("shop_url")
     @classmethod
@@ -202,6 +208,23 @@ class ShopifyClient(HttpConnector):
         """Run one query (with retries), first waiting until the bucket can hold its known cost."""
         self.pace(self._costs.get(document))
         body = self.send_json("POST", self.path, json={"query": document, "variables": variables})
+        self._note_cost(document, body)
+        return body
+
+    def query_once(self, document: str, variables: dict[str, Any]) -> JSON:
+        """A mutation that must not run twice: throttled answers (nothing ran) are waited out and
+        sent again; any other failure is raised for the caller to look before it tries again."""
+        while True:
+            self.pace(self._costs.get(document))
+            try:
+                body = self.send_json_once("POST", self.path, json={"query": document, "variables": variables})
+            except RateLimitedError as exc:
+                self.sleep(exc.wait_seconds if exc.wait_seconds is not None else 1.0)
+                continue
+            self._note_cost(document, body)
+            return body
+
+    def _note_cost(self, document: str, body: JSON) -> None:
         cost = (body.get("extensions") or {}).get("cost") or {}
         status = cost.get("throttleStatus") or {}
         try:
@@ -209,7 +232,6 @@ class ShopifyClient(HttpConnector):
             self._bucket = (float(status["currentlyAvailable"]), float(status["restoreRate"]))
         except (KeyError, TypeError, ValueError):
             self._bucket = None
-        return body
 
     def pace(self, requested: float | None) -> None:
         """Sleep until the last reported bucket refills to ``requested`` (elapsed time not counted)."""
@@ -271,6 +293,18 @@ class ShopifySource(Source):
         self.problems = 0
         #: follow-up queries for orders with more line items than the order query asks for
         self.followups = 0
+        self._bulk: BulkExport | None = None
+
+    def bulk_export(self) -> BulkExport | None:
+        if not self.settings.bulk_backfill:
+            return None
+        if not self.secret:
+            raise ConfigError("shopify: no Admin API access token is configured")
+        if self._bulk is None:
+            from connectors.shopify.bulk import ShopifyBulkExport
+
+            self._bulk = ShopifyBulkExport(self.client)
+        return self._bulk
 
     def page_size(self, stream: str) -> int:
         """The configured size, capped so one query stays within Shopify's 1000-point maximum."""
@@ -337,13 +371,13 @@ class ShopifySource(Source):
     def parse_page(self, stream: str, nodes: list[Any], page_no: int) -> Page:
         """Map nodes to records; a node that cannot be read becomes a Problem, never an exception."""
         page = Page()
-        parse = _parse_customer if stream == "customers" else _parse_order
+        parse = parse_customer if stream == "customers" else parse_order
         for k, node in enumerate(nodes, start=1):
             gid = node.get("id") if isinstance(node, dict) else None
             ref = gid if isinstance(gid, str) and gid else f"{stream} page {page_no} item {k}"
             try:
                 record = parse(node)
-            except _Unreadable as exc:
+            except Unreadable as exc:
                 page.problems.append(Problem(ref=ref, reason=exc.reason))
                 continue
             if isinstance(record, OrderRecord):
@@ -359,7 +393,7 @@ class ShopifySource(Source):
         """Fetch the rest of the line items of the orders on ``page`` that have more than one page."""
         more: dict[str, str] = {}
         for node in nodes:
-            info = _obj(_obj(node, "lineItems"), "pageInfo")
+            info = obj(obj(node, "lineItems"), "pageInfo")
             if info.get("hasNextPage") and isinstance(info.get("endCursor"), str) and isinstance(node.get("id"), str):
                 more[node["id"]] = info["endCursor"]
         if not more:
@@ -374,11 +408,11 @@ class ShopifySource(Source):
                     body = self.client.query(
                         ORDER_LINES_QUERY, {"id": order.order_id, "first": MORE_LINES_PAGE, "after": cursor}
                     )
-                    connection = _obj(body["data"].get("order"), "lineItems")
-                    lines += _parse_lines(connection)
-                    info = _obj(connection, "pageInfo")
+                    connection = obj(body["data"].get("order"), "lineItems")
+                    lines += parse_lines(connection)
+                    info = obj(connection, "pageInfo")
                     cursor = info.get("endCursor") if info.get("hasNextPage") else None
-            except _Unreadable as exc:
+            except Unreadable as exc:
                 page.problems.append(Problem(order.order_id, exc.reason))
                 self.problems += 1
                 continue
@@ -395,133 +429,13 @@ class ShopifySource(Source):
             "paced_seconds": round(self.client.paced_seconds, 3),
             "problems": self.problems,
             "line_followups": self.followups,
+            **(self._bulk.stats() if self._bulk is not None else {}),
         }
 
     def close(self) -> None:
+        if self._bulk is not None:
+            self._bulk.close()
         self.client.close()
-
-
-# -- node parsing ------------------------------------------------------------------------------------
-class _Unreadable(Exception):
-    """An unusable node, with a reason that names fields, never values (no PII)."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
-
-
-def _obj(node: Any, key: str) -> dict[str, Any]:
-    value = node.get(key) if isinstance(node, dict) else None
-    return value if isinstance(value, dict) else {}
-
-
-def _text(node: dict[str, Any], key: str) -> str | None:
-    value = node.get(key)
-    if value is None:
-        return None
-    if not isinstance(value, str):
-        raise _Unreadable(f"{key} is not a string")
-    return value or None
-
-
-def _time(node: dict[str, Any], key: str, *, required: bool) -> datetime | None:
-    value = node.get(key)
-    if value is None:
-        if required:
-            raise _Unreadable(f"missing {key}")
-        return None
-    if not isinstance(value, str):
-        raise _Unreadable(f"bad {key}")
-    try:
-        ts = datetime.fromisoformat(value)
-    except ValueError:
-        raise _Unreadable(f"bad {key}") from None
-    return ts if ts.tzinfo else ts.replace(tzinfo=UTC)
-
-
-def _required_time(node: dict[str, Any], key: str) -> datetime:
-    ts = _time(node, key, required=True)
-    assert ts is not None
-    return ts
-
-
-def _gid(node: dict[str, Any]) -> str:
-    gid = node.get("id")
-    if not isinstance(gid, str) or not gid:
-        raise _Unreadable("missing id")
-    return gid
-
-
-def _parse_customer(node: Any) -> CustomerRecord:
-    if not isinstance(node, dict):
-        raise _Unreadable("node is not an object")
-    email = _obj(node, "defaultEmailAddress")
-    state = email.get("marketingState")
-    consent = Consent(state) if isinstance(state, str) and state in Consent.__members__ else Consent.UNKNOWN
-    return CustomerRecord(
-        customer_id=_gid(node),
-        source="shopify",
-        email=_text(email, "emailAddress"),
-        updated_at=_required_time(node, "updatedAt"),
-        email_consent=consent,
-        consent_updated_at=_time(email, "marketingUpdatedAt", required=False),
-        phone=_text(_obj(node, "defaultPhoneNumber"), "phoneNumber"),
-        first_name=_text(node, "firstName"),
-        last_name=_text(node, "lastName"),
-        country=_text(_obj(node, "defaultAddress"), "countryCodeV2"),
-    )
-
-
-def parse_line(item: Any) -> LineItem:
-    quantity = item.get("quantity") if isinstance(item, dict) else None
-    if not isinstance(quantity, int) or isinstance(quantity, bool):
-        raise _Unreadable("line item without an integer quantity")
-    return LineItem(product_id=_text(_obj(item, "product"), "id"), sku=_text(item, "sku"), quantity=quantity)
-
-
-def _parse_lines(connection: dict[str, Any]) -> list[LineItem]:
-    return [parse_line(item) for item in connection.get("nodes") or []]
-
-
-def _parse_order(node: Any) -> OrderRecord:
-    if not isinstance(node, dict):
-        raise _Unreadable("node is not an object")
-    money = _obj(_obj(node, "currentTotalPriceSet"), "shopMoney")
-    try:
-        total = Decimal(str(money["amount"]))
-    except (KeyError, InvalidOperation):
-        raise _Unreadable("non-numeric or missing currentTotalPriceSet amount") from None
-    if not total.is_finite():
-        raise _Unreadable("non-numeric currentTotalPriceSet amount")
-    currency = _text(money, "currencyCode")
-    if currency is None:
-        raise _Unreadable("missing currency code")
-    lines = _parse_lines(_obj(node, "lineItems"))
-    codes = node.get("discountCodes") or []
-    if not isinstance(codes, list) or not all(isinstance(c, str) for c in codes):
-        raise _Unreadable("discountCodes is not a list of strings")
-    visit = _obj(_obj(node, "customerJourneySummary"), "firstVisit")
-    utm = _obj(visit, "utmParameters")
-    parts = [p for p in (_text(utm, "source"), _text(utm, "medium")) if p]
-    channel = " / ".join(parts) if parts else _text(visit, "source")
-    return OrderRecord(
-        order_id=_gid(node),
-        source="shopify",
-        customer_id=_text(_obj(node, "customer"), "id"),
-        email=_text(node, "email"),
-        created_at=_required_time(node, "createdAt"),
-        updated_at=_required_time(node, "updatedAt"),
-        total=total,
-        currency=currency,
-        cancelled=_time(node, "cancelledAt", required=False) is not None,
-        test=bool(node.get("test")),
-        phone=_text(node, "phone"),
-        discount_codes=tuple(codes),
-        lines=tuple(lines),
-        channel=channel,
-        landing_page=_text(visit, "landingPage"),
-        referrer=_text(visit, "referrerUrl"),
-    )
 
 
 def _updates(page: Page) -> Iterator[tuple[str, datetime]]:

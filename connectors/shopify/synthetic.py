@@ -437,10 +437,11 @@ class SyntheticStore:
         whale = customer is not None and customer["_kind"] == "whale"
         lines = []
         subtotal = 0
-        for product in rng.choices(self.products, cum_weights=self._product_cum, k=rng.randint(1, 4)):
+        for k, product in enumerate(rng.choices(self.products, cum_weights=self._product_cum, k=rng.randint(1, 4))):
             quantity = rng.randint(1, 3) * (rng.randint(3, 10) if whale else 1)
             subtotal += product["_price"] * quantity
-            lines.append({"sku": product["sku"], "quantity": quantity, "product": {"id": product["id"]}})
+            line_id = f"gid://shopify/LineItem/{(ORDER_BASE + n) * 10 + k}"
+            lines.append({"id": line_id, "sku": product["sku"], "quantity": quantity, "product": {"id": product["id"]}})
         codes: list[str] = []
         if rng.random() < 0.3:
             codes = rng.sample(DISCOUNT_CODES, k=1 if rng.random() < 0.92 else 2)

@@ -13,6 +13,7 @@ from typing import Any
 from sqlalchemy import create_engine, event
 
 from worker.store.base import as_utc, utcnow
+from worker.store.bulk import BulkQueries
 from worker.store.membership import FenceLost, InFlight, Marked, MembershipQueries, SyncRequest
 from worker.store.migrations import migrate
 from worker.store.privacy import ErasureProgress, ErasureRequest, PrivacyQueries, Webhook
@@ -21,7 +22,7 @@ from worker.store.runs import RunQueries, RunRow
 from worker.store.source_data import SourceDataQueries
 
 
-class Store(SourceDataQueries, ResultsQueries, MembershipQueries, PrivacyQueries, RunQueries):
+class Store(BulkQueries, SourceDataQueries, ResultsQueries, MembershipQueries, PrivacyQueries, RunQueries):
     def dispose(self) -> None:
         self.engine.dispose()
 

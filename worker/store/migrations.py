@@ -6,13 +6,21 @@ New versions append to :data:`MIGRATIONS` and never edit an old one.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
 from sqlalchemy import Connection, Engine, bindparam, inspect, select, text, update
 
 from worker.store import schema
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - not POSIX: no lock (run one process first)
+    fcntl = None  # type: ignore[assignment]
 
 Migration = Callable[[Connection], None]
 
@@ -128,9 +136,26 @@ def current_version(conn: Connection) -> int:
     return int(value or 0)
 
 
+@contextlib.contextmanager
+def _sqlite_file_lock(engine: Engine) -> Iterator[None]:
+    """SQLite runs DDL outside a transaction here, so two processes opening a new database file at
+    once would both create its tables: the second waits on a lock file beside the database."""
+    database = engine.url.database
+    if engine.dialect.name != "sqlite" or not database or database == ":memory:" or fcntl is None:
+        yield
+        return
+    lock_path = Path(database).with_name(Path(database).name + ".migrating")
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
 def migrate(engine: Engine) -> int:
     """Bring the database to :data:`LATEST`; returns the version found before."""
-    with engine.begin() as conn:
+    with _sqlite_file_lock(engine), engine.begin() as conn:
         if conn.dialect.name == "postgresql":
             # two workers starting together must not both migrate: the second waits, then finds it done
             conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_KEY})
