@@ -48,12 +48,13 @@ class Measured:
 
 
 def backfill(shop: SyntheticStore, *, bulk: bool) -> Measured:
-    with tempfile.TemporaryDirectory() as tmp, ShopifyEmulator(shop, restore_rate=1e9, bucket_size=1e9) as emulator:
+    emulator = ShopifyEmulator(shop, restore_rate=1e9, bucket_size=1e9)
+    with tempfile.TemporaryDirectory() as tmp, emulator:
         config = parse_config(
             {"source": {"type": "shopify", "shop_url": emulator.url, "bulk_backfill": bulk}, "mappings": []},
             Path(tmp) / "bench.toml",
         )
-        settings = Settings(  # type: ignore[call-arg]
+        settings = Settings(
             _env_file=None,
             database_url=f"sqlite:///{Path(tmp) / 'store.sqlite3'}",
             bulk_dir=Path(tmp) / "bulk",

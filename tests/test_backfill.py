@@ -281,6 +281,11 @@ def test_backfill_killed_mid_download_resumes_with_a_range_request(tmp_path: Pat
         assert again.returncode == 0, again.stdout + again.stderr
         assert "orders: export gid://shopify/BulkOperation/" in again.stdout and "done" in again.stdout
         assert len(emulator.bulk.exports) == 2  # resumed, not restarted
+        status = subprocess.run(
+            [sys.executable, "-m", "worker.cli", "status"], env=env, capture_output=True, text=True, timeout=60
+        ).stdout
+        assert "bulk exports" in status and "shopify orders: done (completed)" in status
+        assert "bulk-files" not in status  # the signed download address is never shown
         ranges = [h.get("Range") or h.get("range") for h in emulator.bulk.file_requests]
         assert ranges[-1] == f"bytes={on_disk}-"
         assert store.counts() == {"orders": len(shop.orders), "customers": len(shop.customers)}

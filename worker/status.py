@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from worker.credentials import credential_problems
 from worker.settings import Settings
 from worker.store import RunRow, Store, open_store
 
@@ -69,11 +70,35 @@ def status_report(store: Store) -> dict[str, Any]:
         "steps": [run_dict(r) for r in last if r.kind != "sync"],
         "mappings": mappings,
         "erasures": [e.to_dict() for e in store.erasures(limit=20)],
+        "credentials": [{"source": k, "problem": v} for k, v in credential_problems(store).items()],
         "owed_syncs": [
             {"mapping": o.mapping, "full": o.full, "reason": o.reason, "requested_at": o.requested_at.isoformat()}
             for o in store.owed_syncs()
         ],
+        "bulk_exports": bulk_exports(store),
     }
+
+
+def bulk_exports(store: Store) -> list[dict[str, Any]]:
+    """The latest bulk export of each stream (its download address is a credential: never shown)."""
+    latest: dict[tuple[str, str], dict[str, Any]] = {}
+    for row in store.bulk_history(limit=20):
+        latest.setdefault(
+            (row.source, row.stream),
+            {
+                "source": row.source,
+                "stream": row.stream,
+                "phase": row.phase,
+                "status": row.status,
+                "started_at": row.started_at.isoformat(),
+                "finished_at": row.finished_at.isoformat() if row.finished_at else None,
+                "downloaded_bytes": row.downloaded,
+                "file_size": row.file_size,
+                "records": int(row.counts.get("records", 0)),
+                "error": row.error,
+            },
+        )
+    return list(latest.values())
 
 
 def status_rows(settings: Settings) -> dict[str, Any]:
@@ -157,6 +182,8 @@ def render_status(report: dict[str, Any], *, empty_hint: str = "") -> str:
     for r in report["steps"]:
         if r["error"]:
             notes.append(f"  {r['step']}: {r['error']}")
+    for c in report.get("credentials", []):
+        notes.append(f"  {c['source']} tokens: {c['problem']}")
     if notes:
         lines += ["", "notes:", *notes]
     pending = [e for e in report["erasures"] if e["status"] == "pending"]
@@ -166,6 +193,15 @@ def render_status(report: dict[str, Any], *, empty_hint: str = "") -> str:
         for e in pending:
             waiting = [m for m, p in e["mappings"].items() if p["status"] == "pending"]
             lines.append(f"  #{e['id']} ({e['email_sha256'][:12]}…): removal pending at {', '.join(waiting)}")
+    exports = report.get("bulk_exports") or []
+    if exports:
+        lines += ["", "bulk exports (first pull / backfill):"]
+        for e in exports:
+            size = f" of {e['file_size']:,}" if e["file_size"] else ""
+            lines.append(
+                f"  {e['source']} {e['stream']}: {e['phase']} ({e['status'].lower()}), {e['downloaded_bytes']:,}{size}"
+                f" bytes downloaded, {e['records']:,} records stored" + (f"; {e['error']}" if e["error"] else "")
+            )
     if report["owed_syncs"]:
         owed = ", ".join(f"{o['mapping']} ({'full' if o['full'] else o['reason']})" for o in report["owed_syncs"])
         lines += ["", f"syncs owed (run by the next cycle or worker): {owed}"]
