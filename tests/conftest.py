@@ -62,7 +62,15 @@ def make_settings(**overrides: object) -> Settings:
 
 # -- privacy: no email address or secret in any log line of the whole test run --------------------
 
-KNOWN_SECRETS = ("shpat_emulator_local_token_0001", "s3cret", "api-test-token-0123456789abcdefghijkl", "t" * 40)
+KNOWN_SECRETS = (
+    "shpat_emulator_local_token_0001",
+    "s3cret",
+    "api-test-token-0123456789abcdefghijkl",
+    "t" * 40,
+    # every token the Shopify OAuth emulator issues (connectors/shopify/oauth_emulator.py)
+    "shpat_rotating_",
+    "shprt_rotating_",
+)
 
 
 class _LogCollector(logging.Handler):

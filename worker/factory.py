@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any
+import dataclasses
+from typing import TYPE_CHECKING, Any
 
 import redis
 
@@ -12,6 +13,9 @@ from connectors.kernel.source import Source, SourceConfig
 from connectors.kernel.vendor import destination_class, source_class, vendors
 from worker.secrets import read_secret
 from worker.settings import Settings
+
+if TYPE_CHECKING:
+    from worker.store import Store
 
 
 def make_runtime(settings: Settings, redis_client: redis.Redis[bytes] | None = None, **overrides: Any) -> Runtime:
@@ -38,8 +42,13 @@ def _with_secrets(config: Any, settings: Settings) -> Any:
     return config.model_copy(update=updates) if updates else config
 
 
-def build_source(config: SourceConfig, settings: Settings, runtime: Runtime) -> Source:
+def build_source(config: SourceConfig, settings: Settings, runtime: Runtime, store: Store | None = None) -> Source:
+    """The source; with ``store``, rotating tokens are kept there (encrypted with the secret key)."""
     cls = source_class(config.type)
+    if store is not None and runtime.credentials is None:
+        from worker.credentials import SqlCredentials
+
+        runtime = dataclasses.replace(runtime, credentials=SqlCredentials(store, settings.secret_key))
     source: Source = cls(_with_secrets(config, settings), runtime)
     return source
 

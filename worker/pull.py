@@ -255,7 +255,7 @@ def pull(
     run_id = store.start_run("pull", None, task_id)
     result = PullResult(run_id=run_id)
     started = time.monotonic()
-    source = build_source(config.source, settings, runtime)
+    source = build_source(config.source, settings, runtime, store)
     overlap = timedelta(minutes=settings.overlap_minutes)
     reported = 0.0
     try:

@@ -68,6 +68,8 @@ class Settings(BaseSettings):
     env_file: Path | None = Path(".env")
     #: the Shopify app's client secret: verifies mandatory compliance webhooks (customers/redact)
     shopify_webhook_secret: SecretStr | None = None
+    #: Fernet key(s) encrypting rotating source tokens at rest (comma-separated: the first encrypts)
+    secret_key: SecretStr | None = None
     api_token: SecretStr | None = Field(default=None, description="bearer token for the control API")
     #: tokens of the web app's other roles (each at least 32 characters when set): an operator may dry-run,
     #: resync and replace; a viewer only reads. ``api_token`` is the admin's.

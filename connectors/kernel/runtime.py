@@ -5,9 +5,11 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 import redis
 
+from connectors.kernel.credentials import CredentialStore
 from connectors.kernel.ratelimit import (
     ConcurrencyLimiter,
     LocalConcurrency,
@@ -31,6 +33,10 @@ class Runtime:
     retry_max_seconds: float = 300.0
     max_inline_pause: float = 120.0
     extra: dict[str, object] = field(default_factory=dict)
+    #: wall clock (token expiry); tests move it without waiting
+    now: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
+    #: where rotating OAuth tokens are kept (the worker's store); None: no rotating tokens here
+    credentials: CredentialStore | None = None
     #: limiters are shared by every connector built from this runtime (one run, one process)
     _buckets: dict[str, LocalTokenBucket] = field(default_factory=dict, repr=False)
     _slots: dict[str, LocalConcurrency] = field(default_factory=dict, repr=False)

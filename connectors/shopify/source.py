@@ -26,12 +26,13 @@ import re
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from datetime import UTC, datetime
-from typing import Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import httpx
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 
 from connectors.kernel.bulk import BulkExport
+from connectors.kernel.credentials import RefreshingAuth, TokenPair
 from connectors.kernel.error_table import ErrorTable, Found, Rule
 from connectors.kernel.errors import ConfigError, PermanentError, RateLimitedError, RetryableError
 from connectors.kernel.http import JSON, HttpConnector
@@ -40,6 +41,9 @@ from connectors.kernel.retry import RetryPolicy
 from connectors.kernel.runtime import Runtime
 from connectors.kernel.source import Source, SourceConfig
 from connectors.shopify.parsing import Unreadable, obj, parse_customer, parse_lines, parse_order
+
+if TYPE_CHECKING:
+    from connectors.shopify.tokens import ShopifyTokens
 
 #: the parsers' old names (kept for callers written against source.py)
 _parse_customer, _parse_order, _Unreadable = parse_customer, parse_order, Unreadable
@@ -127,6 +131,11 @@ class ShopifyConfig(SourceConfig):
     window_objects: int = Field(default=PAGING_LIMIT - 250, ge=1, le=PAGING_LIMIT)
     #: a first pull (no watermark) exports each stream in bulk instead of paging through it
     bulk_backfill: bool = True
+    #: the app's client id, to refresh expiring offline tokens (``connectors/shopify/tokens.py``)
+    client_id: str | None = None
+    #: from ``AUDIENCE_SYNC_SHOPIFY_REFRESH_TOKEN`` / ``_CLIENT_SECRET``: set, tokens expire and rotate
+    refresh_token: SecretStr | None = None
+    client_secret: SecretStr | None = None
 
     @field_validator("shop_url")
     @classmethod
@@ -195,8 +204,13 @@ class ShopifyClient(HttpConnector):
         retry: RetryPolicy,
         sleep: Callable[[float], None],
         client: httpx.Client | None = None,
+        auth: httpx.Auth | None = None,
     ) -> None:
-        super().__init__(shop_url, headers={"X-Shopify-Access-Token": token}, retry=retry, client=client)
+        # a custom app's token is a fixed header; an expiring one comes from ``auth`` per request
+        headers = {"X-Shopify-Access-Token": token} if auth is None else None
+        super().__init__(shop_url, headers=headers, auth=auth, retry=retry, client=client)
+        if client is not None and auth is not None:  # an injected client gets the rotating token too
+            self.client.auth = auth
         self.path = f"/admin/api/{api_version}/graphql.json"
         self.sleep = sleep
         self.paced_seconds = 0.0
@@ -282,6 +296,21 @@ class ShopifySource(Source):
         if not isinstance(config, ShopifyConfig):
             raise ConfigError("shopify source needs a [source] table with type = 'shopify'")
         self.settings = config
+        self.tokens: ShopifyTokens | None = None
+        auth: RefreshingAuth | None = None
+        if config.refresh_token is not None:  # expiring offline tokens; else a custom app's, as it was
+            from connectors.shopify.tokens import ShopifyTokens
+
+            self.tokens = ShopifyTokens(
+                config.shop_url,
+                client_id=config.client_id,
+                client_secret=config.client_secret.get_secret_value() if config.client_secret else None,
+                seed=TokenPair(secret, config.refresh_token.get_secret_value()),
+                store=runtime.credentials,
+                now=runtime.now,
+            )
+            auth = RefreshingAuth(self.tokens, "X-Shopify-Access-Token", "{}")
+        self.auth = auth
         self.client = ShopifyClient(
             config.shop_url,
             secret or "",
@@ -289,6 +318,7 @@ class ShopifySource(Source):
             retry=runtime.retry_policy(),
             sleep=runtime.sleep,
             client=client,
+            auth=auth,
         )
         self.problems = 0
         #: follow-up queries for orders with more line items than the order query asks for
@@ -298,7 +328,7 @@ class ShopifySource(Source):
     def bulk_export(self) -> BulkExport | None:
         if not self.settings.bulk_backfill:
             return None
-        if not self.secret:
+        if not self.secret and self.tokens is None:
             raise ConfigError("shopify: no Admin API access token is configured")
         if self._bulk is None:
             from connectors.shopify.bulk import ShopifyBulkExport
@@ -311,7 +341,7 @@ class ShopifySource(Source):
         return max(1, min(self.settings.page_size, (MAX_QUERY_COST - 2) // NODE_COST[stream]))
 
     def pull(self, stream: str, since: datetime | None) -> Iterator[Page]:
-        if not self.secret:  # raised here, inside the caller's run, rather than while building
+        if not self.secret and self.tokens is None:  # raised inside the caller's run, not while building
             raise ConfigError("shopify: no Admin API access token is configured")
         if stream not in QUERIES:
             raise PermanentError(f"shopify: unknown stream {stream!r}")
@@ -429,12 +459,15 @@ class ShopifySource(Source):
             "paced_seconds": round(self.client.paced_seconds, 3),
             "problems": self.problems,
             "line_followups": self.followups,
+            **({"token_refreshes": self.tokens.refreshes} if self.tokens is not None else {}),
             **(self._bulk.stats() if self._bulk is not None else {}),
         }
 
     def close(self) -> None:
         if self._bulk is not None:
             self._bulk.close()
+        if self.tokens is not None:
+            self.tokens.close()
         self.client.close()
 
 
