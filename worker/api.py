@@ -33,6 +33,7 @@ from worker.queue import BrokerUnavailable, Send, celery_send, request_sync
 from worker.settings import Settings
 from worker.status import history_rows, status_report
 from worker.store import ErasureRequest, Store, open_store
+from worker.store_webhooks import WebhookCycles, store_webhook_router
 from worker.web import views
 from worker.web.auth import (
     COOKIE,
@@ -444,6 +445,7 @@ def create_app(settings: Settings, *, enqueue: Send = celery_send) -> FastAPI:
 
     app.include_router(api)
     app.include_router(webhook_router(settings, store, config, ask_for_removals))
+    app.include_router(store_webhook_router(settings, store, config, WebhookCycles(settings, store, config)))
     if settings.api_docs:
         _serve_docs(app, need(Role.viewer))
     return app

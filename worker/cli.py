@@ -351,6 +351,25 @@ def reconcile(mapping: str | None, repair: bool, as_json: bool) -> None:
     sys.exit(1 if left else 0)
 
 
+@main.group()
+def webhooks() -> None:
+    """Shopify store webhooks (orders, customers, consent): audiences fresh within a minute."""
+
+
+@webhooks.command("register")
+@click.option("--address", required=True, help="The control API's public HTTPS base URL, as Shopify reaches it.")
+def webhooks_register(address: str) -> None:
+    """Subscribe the shop to every store topic (idempotent: lists what exists, creates what is missing)."""
+    from worker.webhook_subscriptions import register_inline
+
+    try:
+        result = register_inline(get_settings(), address, echo=click.echo)
+    except (ConfigFileError, ValueError) as exc:
+        _fail(str(exc))
+        return
+    sys.exit(1 if result.refused else 0)
+
+
 @main.command()
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8000, show_default=True)

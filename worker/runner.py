@@ -13,6 +13,7 @@ from connectors.kernel.runtime import Runtime
 from worker.config import AppConfig, load_config
 from worker.cycle import PullResult, RecomputeResult, pull, recompute, sync_mapping, utc_now
 from worker.factory import make_runtime
+from worker.inbox import process_inbox
 from worker.sandbox import Sandbox, needs_sandbox
 from worker.settings import Settings
 from worker.store import Store, open_store
@@ -86,6 +87,9 @@ def run_cycle(
     )
     if pulled.error:
         echo(f"  pull error: {redact(pulled.error)}")
+    inbox = process_inbox(store, settings)  # store webhooks not processed yet (no API ran, say)
+    if inbox.deliveries:
+        echo(f"  {inbox.deliveries} store webhooks processed → {inbox.status}")
     echo("recomputing segments …")
     recomputed = recompute(store, config, now)
     echo(f"  {recomputed.customers} customers, {len(recomputed.sizes)} segments in {recomputed.seconds:.2f}s")

@@ -23,6 +23,7 @@ from connectors.kernel.redact import install_log_redaction
 from worker.celery_app import app
 from worker.context import context
 from worker.cycle import pull, recompute, sync_mapping, utc_now
+from worker.inbox import process_inbox, webhook_cycle
 from worker.locks import LockLost, RedisLock
 from worker.queue import request_sync
 
@@ -160,6 +161,8 @@ def cycle_task(self: Task, reread_hours: float = 0.0) -> dict[str, Any]:
             cycle_task.apply_async()
             return {"pull": pulled.status, "more": True}
         lock.check()
+        # store webhooks received while no worker ran (or whose own cycle was lost): the safety net
+        process_inbox(ctx.store, ctx.settings, task_id=self.request.id, deadline=_budget())
         recomputed = recompute(ctx.store, ctx.config, utc_now(), task_id=self.request.id)
         return {"pull": pulled.status, "segments": recomputed.sizes}
 
@@ -209,4 +212,32 @@ def sync_mapping_task(self: Task, mapping: str, full: bool = False, resume_run: 
         }
 
     result: dict[str, Any] = _under_lock(self, "sync", f"sync:{mapping}", mapping, work)
+    return result
+
+
+@app.task(name="audience_sync.webhook_cycle", bind=True, acks_late=True, max_retries=None)
+def webhook_cycle_task(self: Task) -> dict[str, Any]:
+    """The small cycle store webhooks ask for (debounced by the API): drain the inbox, recompute, and
+    ask for a sync of each mapping whose membership changed (owed in the store, coalesced)."""
+    ctx = context()
+    if _too_many_deliveries(self, "webhook", None):
+        return {"status": "given_up"}
+    from worker.store_webhooks import debounce_key
+
+    # webhooks from now on ask for the next cycle: this one may already have started reading
+    with contextlib.suppress(redis.RedisError):
+        ctx.redis.delete(debounce_key(ctx.settings))
+
+    def work(lock: RedisLock) -> dict[str, Any]:
+        done = webhook_cycle(
+            ctx.store,
+            ctx.config,
+            ctx.settings,
+            ctx.runtime,
+            lambda name: request_sync(ctx.store, ctx.settings, name, full=False, reason="webhook", client=ctx.redis),
+            task_id=self.request.id,
+        )
+        return {"status": done.inbox.status, "webhooks": done.inbox.deliveries, "synced": done.synced}
+
+    result: dict[str, Any] = _under_lock(self, "webhook", "cycle", None, work)
     return result

@@ -14,6 +14,7 @@ from sqlalchemy import create_engine, event
 
 from worker.store.base import as_utc, utcnow
 from worker.store.bulk import BulkQueries
+from worker.store.inbox import InboxQueries
 from worker.store.membership import FenceLost, InFlight, Marked, MembershipQueries, SyncRequest
 from worker.store.migrations import migrate
 from worker.store.privacy import ErasureProgress, ErasureRequest, PrivacyQueries, Webhook
@@ -22,7 +23,9 @@ from worker.store.runs import RunQueries, RunRow
 from worker.store.source_data import SourceDataQueries
 
 
-class Store(BulkQueries, SourceDataQueries, ResultsQueries, MembershipQueries, PrivacyQueries, RunQueries):
+class Store(
+    InboxQueries, BulkQueries, SourceDataQueries, ResultsQueries, MembershipQueries, PrivacyQueries, RunQueries
+):
     def dispose(self) -> None:
         self.engine.dispose()
 

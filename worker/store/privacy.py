@@ -139,6 +139,10 @@ class PrivacyQueries(StoreBase):
             email = email or ""
             ids = set(customer_ids) | set(conn.execute(select(c.customer_id).where(c.email == email)).scalars())
             keys = [k for k in [email, *sorted(ids)] if k]
+            # store webhooks about them not processed yet: they go too (processed ones hold no payload)
+            w = schema.webhook_inbox.c
+            about = [w.customer_id.in_(sorted(ids))] + ([w.email_sha256 == sha256_hex(email)] if email else [])
+            conn.execute(delete(schema.webhook_inbox).where(w.processed_at.is_(None), or_(*about)))
             order_ids = list(
                 conn.execute(
                     select(o.order_id).where(
@@ -231,6 +235,7 @@ class PrivacyQueries(StoreBase):
                 schema.problems,
                 schema.watermarks,
                 schema.data_requests,
+                schema.webhook_inbox,
             ):
                 conn.execute(delete(table))
             now = utcnow()
