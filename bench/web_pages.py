@@ -18,6 +18,8 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
@@ -67,12 +69,13 @@ def seed(store: Store, customers: int) -> None:
         ]
     )
     store.replace_segments({name: keys[: int(share * customers)] for name, share in SEGMENTS.items()})
-    for cycle in range(30):  # a month of recomputes: the size history the charts draw
+    for cycle in range(30):  # a month of recomputes: the size history the charts draw, as a recompute writes it
         run_id = store.start_run("recompute")
         sizes = {name: int(share * customers) - 40 * (30 - cycle) for name, share in SEGMENTS.items()}
-        store.finish_run(
-            run_id, "ok", {"segments": {n: {"size": s, "joined": 40, "left": 0} for n, s in sizes.items()}}
-        )
+        changes = {name: {"size": size, "joined": 40, "left": 0} for name, size in sizes.items()}
+        stats = {name: Stats(share, {o: 0.3 for o in SEGMENTS if o != name}) for name, share in SEGMENTS.items()}
+        store.record_segment_history(run_id, datetime.now(UTC) - timedelta(days=30 - cycle), changes, stats)
+        store.finish_run(run_id, "ok", {"segments": sizes})
         for name in SEGMENTS:
             mapping = f"{name}-files"
             sync = store.start_run("sync", mapping)
@@ -85,6 +88,12 @@ def seed(store: Store, customers: int) -> None:
             for n in range(200)
         ],
     )
+
+
+@dataclass
+class Stats:
+    revenue_share: float
+    overlaps: dict[str, float]
 
 
 @contextmanager
@@ -137,6 +146,7 @@ def main() -> None:
             "/app/runs",
             "/app/runs?step=sync",
             "/app/erasures",
+            "/preview",
         ]
         with serve(settings) as url, httpx.Client(base_url=url, follow_redirects=True, timeout=120) as browser:
             signed = browser.post("/app/sign-in", data={"token": TOKEN})

@@ -174,3 +174,14 @@ def test_sign_out_ends_the_session(site: Site) -> None:
     assert out.url.path == "/app/sign-in"
     viewer.follow_redirects = False
     assert viewer.get("/app/").status_code == 303
+
+
+def test_the_preview_api_answers_from_stored_results_without_recomputing(site: Site) -> None:
+    """The store holds no orders at all: a recompute on request would find an empty `buyers`."""
+    with httpx.Client(base_url=site.url, headers={"Authorization": f"Bearer {VIEWER}"}) as api:
+        answer = api.get("/preview")
+    assert answer.status_code == 200
+    preview = answer.json()
+    assert preview["segments"]["buyers"]["size"] == 12
+    assert preview["mappings"]["buyers-out"]["segment"] == "buyers"
+    assert "@" not in answer.text  # sizes and counts only: no member is named

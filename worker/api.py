@@ -395,10 +395,10 @@ def create_app(settings: Settings, *, enqueue: Send = celery_send) -> FastAPI:
 
     @api.get("/preview", responses=NEEDS, dependencies=[viewer])
     def preview() -> dict[str, Any]:
-        """Sizes, change since the last run, overlaps and warnings, as `audience-sync preview`."""
-        from worker.preview import preview_dict
-
-        return preview_dict(settings)
+        """Every segment's size, joined and left, revenue share and overlaps, and each mapping's last
+        sync, from the stored results of the last recompute (nothing is recomputed on request;
+        `audience-sync preview` computes afresh at a chosen clock or for a changed config)."""
+        return views.stored_preview(store, config)
 
     @api.get("/segments/{segment}/sample", responses=MISSING, dependencies=[viewer])
     def sample(segment: str, limit: Annotated[int, Query(ge=1, le=50)] = 10) -> list[str]:

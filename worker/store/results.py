@@ -70,6 +70,21 @@ class ResultsQueries(StoreBase):
                 ).scalars()
             )
 
+    def segment_sample(self, segment: str, limit: int) -> list[str]:
+        """The first ``limit`` member keys in key order: a page's samples, without reading the segment."""
+        m = schema.segment_members.c
+        with self.engine.connect() as conn:
+            return list(
+                conn.execute(
+                    select(m.customer_key).where(m.segment == segment).order_by(m.customer_key).limit(limit)
+                ).scalars()
+            )
+
+    def segment_size(self, segment: str) -> int:
+        m = schema.segment_members.c
+        with self.engine.connect() as conn:
+            return int(conn.execute(select(func.count()).where(m.segment == segment)).scalar_one())
+
     def segment_sizes(self) -> dict[str, int]:
         with self.engine.connect() as conn:
             rows = conn.execute(

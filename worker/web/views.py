@@ -85,6 +85,37 @@ def overview(store: Store, config: AppConfig) -> dict[str, Any]:
     return {"mappings": mappings, "segments": segments, "banners": banners}
 
 
+def stored_preview(store: Store, config: AppConfig) -> dict[str, Any]:
+    """What the last recompute stored, per segment and mapping: cheap at any size (``GET /preview``)."""
+    stats = store.latest_segment_stats()
+    sizes = store.segment_sizes()
+    segments = {}
+    for name in sorted(set(config.segments.resolved()) | set(sizes)):
+        row = stats.get(name) or {}
+        overlaps = sorted(row.get("overlaps", {}).items(), key=lambda kv: -kv[1])
+        segments[name] = {
+            "size": sizes.get(name, 0),
+            "joined": row.get("joined"),
+            "left": row.get("left"),
+            "revenue_share": row.get("revenue_share"),
+            "overlaps": dict(overlaps[:5]),
+            "warnings": [
+                f"near-duplicate of {other}: they overlap {jaccard:.0%} (Jaccard)"
+                for other, jaccard in overlaps
+                if jaccard >= NEAR_DUPLICATE
+            ],
+        }
+    computed = max((row["at"] for row in stats.values()), default=None)
+    return {
+        "computed_at": _iso(computed),
+        "segments": segments,
+        "mappings": {
+            name: {"segment": m.segment, "destination": m.destination, "last_sync": _last_sync(store, name)}
+            for name, m in config.mappings.items()
+        },
+    }
+
+
 def _stat(row: dict[str, Any] | None) -> dict[str, Any] | None:
     if row is None:
         return None
@@ -95,12 +126,12 @@ def segment_detail(store: Store, config: AppConfig, name: str) -> dict[str, Any]
     from worker.segments.describe import describe
 
     definitions = config.segments.resolved()
-    sizes = store.segment_sizes()
-    if name not in definitions and name not in sizes:
+    size = store.segment_size(name)
+    if name not in definitions and not size:
         raise NotFound(f"no segment named {name!r}")
     history = store.segment_history(name, limit=60)
     latest = history[0] if history else None
-    keys = sorted(store.segment_keys(name))[: SAMPLES * 4]
+    keys = store.segment_sample(name, SAMPLES * 4)
     samples = list(
         dict.fromkeys(mask_email(m.email) if m.email else _mask(m.key) for m in store.members(keys).values())
     )
@@ -122,7 +153,7 @@ def segment_detail(store: Store, config: AppConfig, name: str) -> dict[str, Any]
         "name": name,
         "description": definition.description if definition else "",
         "rule": describe(definition.rule) if definition else "no longer defined: its members go at the next recompute",
-        "size": sizes.get(name, 0),
+        "size": size,
         "joined": latest["joined"] if latest else None,
         "left": latest["left"] if latest else None,
         "revenue_share": latest["revenue_share"] if latest else None,
