@@ -174,3 +174,52 @@ def test_a_file_audience_is_its_current_membership_and_files_are_owner_only(tmp_
     for created in (database, path, cache):
         assert stat.S_IMODE(created.stat().st_mode) == 0o600, created
     store.dispose()
+
+
+def test_a_destination_answering_for_identities_it_was_not_sent_fails_the_run_loudly(
+    database_url: str, tmp_path: Path
+) -> None:
+    """Such an answer used to be filtered silently, so the member was re-sent every cycle."""
+    from collections.abc import Sequence
+
+    from connectors.file.destination import FileDestination
+    from connectors.kernel.destination import BatchResult
+    from connectors.kernel.errors import ContractViolation
+    from connectors.kernel.records import Member
+    from worker.config import MappingOptions
+
+    class Confused(FileDestination):
+        def add(self, audience: str, members: Sequence[Member], options: MappingOptions) -> BatchResult:
+            answer = super().add(audience, members, options)
+            return BatchResult(accepted=[*answer.accepted, "never-sent"], rejected=answer.rejected)
+
+    config = _config(tmp_path)
+    store = open_store(database_url)
+    seed_segment(store, "buyers", 5)
+    settings = make_settings()
+    runtime = make_runtime(settings)
+    confused = Confused("out", config.destinations["out"], runtime)
+    with pytest.raises(ContractViolation, match="'file' \\(out\\) answered for 1 identities it was not sent"):
+        sync_mapping(store, config, settings, runtime, "m", destination=confused)
+    run = store.recent_runs(limit=1, mapping="m")[0]
+    assert run.status == "failed" and "it was not sent" in (run.error or "")
+    assert store.acknowledged("m") == {}  # nothing of that answer was recorded
+    store.dispose()
+
+
+def test_status_keeps_a_mappings_last_problem_after_a_clean_run(database_url: str) -> None:
+    from worker.status import render_status, status_report
+
+    store = open_store(database_url)
+    first = store.start_run("sync", "m")
+    store.finish_run(first, "partial", {"added": 9, "removed": 0, "rejected": 3, "eligible": 12})
+    second = store.start_run("sync", "m")
+    store.finish_run(second, "ok", {"added": 0, "removed": 0, "rejected": 0, "eligible": 12})
+    report = status_report(store)
+    (mapping,) = report["mappings"]
+    assert mapping["run_id"] == second and mapping["outcome"] == "ok"
+    assert mapping["last_problem"]["run_id"] == first and mapping["last_problem"]["outcome"] == "partial"
+    text = render_status(report)
+    assert f"m: last problem: run #{first}" in text and "partial: 3 rejected" in text
+    assert "audience-sync status --history m" in text
+    store.dispose()
