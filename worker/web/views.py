@@ -45,9 +45,15 @@ def _targeting_minimum(config: AppConfig, mapping: str) -> tuple[str, int] | Non
     return minimum
 
 
+def _sizes(store: Store, stats: dict[str, dict[str, Any]]) -> dict[str, int]:
+    """Sizes as the last recompute stored them (counting 1M memberships costs a page its budget);
+    counted when no recompute recorded any yet."""
+    return {name: int(row["size"]) for name, row in stats.items()} if stats else store.segment_sizes()
+
+
 def overview(store: Store, config: AppConfig) -> dict[str, Any]:
     stats = store.latest_segment_stats()
-    sizes = store.segment_sizes()
+    sizes = _sizes(store, stats)
     history = store.segment_history(limit=2000)
     mappings = []
     banners: list[dict[str, str]] = []
@@ -88,7 +94,7 @@ def overview(store: Store, config: AppConfig) -> dict[str, Any]:
 def stored_preview(store: Store, config: AppConfig) -> dict[str, Any]:
     """What the last recompute stored, per segment and mapping: cheap at any size (``GET /preview``)."""
     stats = store.latest_segment_stats()
-    sizes = store.segment_sizes()
+    sizes = _sizes(store, stats)
     segments = {}
     for name in sorted(set(config.segments.resolved()) | set(sizes)):
         row = stats.get(name) or {}
