@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -185,3 +186,33 @@ def test_the_preview_api_answers_from_stored_results_without_recomputing(site: S
     assert preview["segments"]["buyers"]["size"] == 12
     assert preview["mappings"]["buyers-out"]["segment"] == "buyers"
     assert "@" not in answer.text  # sizes and counts only: no member is named
+
+
+def test_runs_are_filtered_by_step_mapping_and_outcome_and_paged(site: Site, tmp_path: Path) -> None:
+    store = open_store(f"sqlite:///{tmp_path / 's.sqlite3'}")
+    made: dict[tuple[str, str], list[int]] = {}
+    for n in range(45):
+        mapping, outcome = ("buyers-out", "ok") if n % 3 else ("other", "failed")
+        run = store.start_run("sync", mapping)
+        store.finish_run(run, outcome, {"added": n}, "boom" if outcome == "failed" else None)
+        made.setdefault((mapping, outcome), []).append(run)
+    store.finish_run(store.start_run("pull"), "ok", {})
+    store.dispose()
+    auth = {"Authorization": f"Bearer {VIEWER}"}
+
+    def runs(**params: object) -> dict[str, Any]:
+        answer = httpx.get(f"{site.url}/runs", params=params, headers=auth)
+        assert answer.status_code == 200, answer.text
+        return dict(answer.json())
+
+    ok = runs(mapping="buyers-out", outcome="ok")
+    assert ok["total"] == 30 and ok["pages"] == 2 and len(ok["runs"]) == 20
+    assert {r["mapping"] for r in ok["runs"]} == {"buyers-out"} and {r["outcome"] for r in ok["runs"]} == {"ok"}
+    second = runs(mapping="buyers-out", outcome="ok", page=2)
+    ids = [r["run_id"] for r in ok["runs"] + second["runs"]]
+    assert sorted(ids, reverse=True) == ids and set(ids) == set(made[("buyers-out", "ok")])  # newest first, no gaps
+    problems = runs(outcome="problem")
+    assert problems["total"] == 15 and all(r["error"] == "boom" for r in problems["runs"])
+    assert runs(step="pull")["total"] == 1
+    page = site.browser(VIEWER).get("/app/runs", params={"mapping": "other", "outcome": "failed"})
+    assert page.status_code == 200 and "boom" in page.text
