@@ -7,6 +7,7 @@ import base64
 import hashlib
 import hmac
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -173,11 +174,16 @@ def test_webhooks_refuse_forgeries_and_oversized_bodies_before_reading_them(clie
     assert foreign.status_code == 200 and "not this deployment's shop" in foreign.json()["detail"]
 
 
-def test_without_the_webhook_secret_webhooks_say_which_setting_is_missing(tmp_path: Path) -> None:
+def test_without_the_webhook_secret_webhooks_say_which_setting_is_missing(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     settings = make_settings(
         database_url=f"sqlite:///{tmp_path / 's.sqlite3'}", config=_config(tmp_path), api_token=TOKEN
     )
-    with serve_asgi(create_app(settings, enqueue=lambda n, f: "t")) as url:
+    with caplog.at_level(logging.WARNING, logger="worker.webhooks"):
+        app = create_app(settings, enqueue=lambda n, f: "t")
+    assert any("AUDIENCE_SYNC_SHOPIFY_WEBHOOK_SECRET is not set" in r.getMessage() for r in caplog.records)
+    with serve_asgi(app) as url:
         answer = httpx.post(f"{url}/webhooks/shopify/customers/redact", content=b"{}")
     assert answer.status_code == 503
     assert "AUDIENCE_SYNC_SHOPIFY_WEBHOOK_SECRET" in answer.json()["detail"]
