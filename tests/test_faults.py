@@ -8,6 +8,7 @@ rows say what happened.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -208,6 +209,11 @@ def test_a_database_cut_after_the_destination_applied_a_batch_fails_the_run_and_
     assert rig.sync(store).status == "ok"
     assert rig.audience() == rig.desired(store) == set(store.acknowledged("big"))
     assert [r.status for r in store.recent_runs(mapping="big")][:2] == ["ok", "interrupted"]
+    # what the failure left in run rows and in `status --json`: no address, no SQL parameters
+    from worker.status import status_report
+
+    assert all("@" not in (r.error or "") for r in store.recent_runs(mapping="big"))
+    assert "@" not in json.dumps(status_report(store), default=str)
     store.dispose()
 
 
