@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 import logging
 import threading
 import time
@@ -21,7 +20,7 @@ from collections.abc import Callable
 from typing import Any
 
 import redis
-from fastapi import APIRouter, BackgroundTasks, HTTPException, Request
+from fastapi import APIRouter, BackgroundTasks, Request
 
 from connectors.kernel.identifiers import normalize_email, sha256_hex
 from worker.config import AppConfig
@@ -29,7 +28,7 @@ from worker.inbox import CONSENT_TOPIC, STORE_TOPICS, webhook_cycle
 from worker.queue import live_workers
 from worker.settings import Settings
 from worker.store import Store
-from worker.webhooks import ANSWERS, _shop_host, read_capped, valid_shopify_hmac
+from worker.webhooks import ANSWERS, _shop_host, verified_json
 
 log = logging.getLogger(__name__)
 
@@ -159,20 +158,7 @@ def store_webhook_router(settings: Settings, store: Store, config: AppConfig, cy
 
     def endpoint(topic: str) -> Callable[..., Any]:
         async def receive(request: Request, background: BackgroundTasks) -> dict[str, Any]:
-            if secret is None or not secret.get_secret_value():
-                raise HTTPException(
-                    503,
-                    "webhooks are not configured: set AUDIENCE_SYNC_SHOPIFY_WEBHOOK_SECRET to the app's client secret",
-                )
-            raw = await read_capped(request)
-            if not valid_shopify_hmac(raw, request.headers.get("x-shopify-hmac-sha256"), secret):
-                raise HTTPException(401, "invalid webhook signature")
-            try:
-                payload = json.loads(raw)
-            except ValueError:
-                raise HTTPException(400, f"body is not the {topic} JSON") from None
-            if not isinstance(payload, dict):
-                raise HTTPException(400, f"body is not the {topic} JSON")
+            raw, payload = await verified_json(request, topic, secret)
             shop = (request.headers.get("x-shopify-shop-domain") or "").strip().lower()
             if ours and shop and shop != ours:
                 return {"received": False, "detail": "not this deployment's shop; nothing is kept"}

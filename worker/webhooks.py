@@ -80,6 +80,25 @@ ANSWERS: dict[int | str, dict[str, Any]] = {
 }
 
 
+async def verified_json(request: Request, topic: str, secret: SecretStr | None) -> tuple[bytes, dict[str, Any]]:
+    """The body of a Shopify webhook (raw and parsed), once its signature is checked (503
+    unconfigured, 413 too big, 401 forged, 400 not a JSON object)."""
+    if secret is None or not secret.get_secret_value():
+        raise HTTPException(
+            503, "webhooks are not configured: set AUDIENCE_SYNC_SHOPIFY_WEBHOOK_SECRET to the app's client secret"
+        )
+    raw = await read_capped(request)
+    if not valid_shopify_hmac(raw, request.headers.get("x-shopify-hmac-sha256"), secret):
+        raise HTTPException(401, "invalid webhook signature")
+    try:
+        payload = json.loads(raw)
+    except ValueError:
+        raise HTTPException(400, f"body is not the {topic} JSON") from None
+    if not isinstance(payload, dict):
+        raise HTTPException(400, f"body is not the {topic} JSON")
+    return raw, payload
+
+
 def webhook_router(settings: Settings, store: Store, config: AppConfig, ask: AskForRemovals) -> APIRouter:
     router = APIRouter(prefix="/webhooks/shopify", tags=["webhooks"], responses=ANSWERS)
     secret = settings.shopify_webhook_secret
@@ -90,19 +109,7 @@ def webhook_router(settings: Settings, store: Store, config: AppConfig, ask: Ask
         )
 
     async def verified(request: Request, topic: str) -> tuple[dict[str, Any], Webhook | None]:
-        if secret is None or not secret.get_secret_value():
-            raise HTTPException(
-                503, "webhooks are not configured: set AUDIENCE_SYNC_SHOPIFY_WEBHOOK_SECRET to the app's client secret"
-            )
-        raw = await read_capped(request)
-        if not valid_shopify_hmac(raw, request.headers.get("x-shopify-hmac-sha256"), secret):
-            raise HTTPException(401, "invalid webhook signature")
-        try:
-            payload = json.loads(raw)
-        except ValueError:
-            raise HTTPException(400, f"body is not the {topic} JSON") from None
-        if not isinstance(payload, dict):
-            raise HTTPException(400, f"body is not the {topic} JSON")
+        _, payload = await verified_json(request, topic, secret)
         webhook_id = (request.headers.get("x-shopify-webhook-id") or "").strip()[:128]
         return payload, Webhook(webhook_id, topic) if webhook_id else None
 

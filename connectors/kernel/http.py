@@ -162,23 +162,24 @@ class HttpConnector:
         before it tries again."""
         return self.json_body(self.send_once(method, path, **kwargs))
 
-    def json_body(self, response: httpx.Response) -> JSON:
-        """Parse a JSON object body; a torn or malformed body is a transient fault (proxies truncate).
-
-        Bytes that are not UTF-8 are a different thing, reported as what they are: the body is
-        decoded with U+FFFD in their place and the finding is kept in ``encoding_problems``.
-        """
+    def body_text(self, response: httpx.Response) -> str:
+        """The body as text. Bytes that are not UTF-8 are reported as what they are (not as a torn
+        answer): decoded with U+FFFD in their place, the finding kept in ``encoding_problems``."""
         raw = response.content
         try:
-            text = raw.decode("utf-8")
+            return raw.decode("utf-8")
         except UnicodeDecodeError as exc:
-            text = raw.decode("utf-8", "replace")
             finding = (
                 f"the answer held bytes that are not UTF-8 (first at byte {exc.start} of {len(raw)}); "
                 "they were replaced with U+FFFD"
             )
             if finding not in self.encoding_problems:
                 self.encoding_problems.append(finding)
+            return raw.decode("utf-8", "replace")
+
+    def json_body(self, response: httpx.Response) -> JSON:
+        """Parse a JSON object body; a torn or malformed body is a transient fault (proxies truncate)."""
+        text = self.body_text(response)
         try:
             body = json.loads(text)
         except ValueError:

@@ -203,17 +203,7 @@ class WooCommerceClient(HttpConnector):
     def json_list(self, response: httpx.Response) -> list[Any]:
         """A JSON array body. A torn body is retried (proxies cut answers); an HTML page with 200 is a
         wrong base_url, not a fault that passes."""
-        raw = response.content
-        try:
-            text = raw.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            text = raw.decode("utf-8", "replace")
-            finding = (
-                f"the answer held bytes that are not UTF-8 (first at byte {exc.start} of {len(raw)}); "
-                "they were replaced with U+FFFD"
-            )
-            if finding not in self.encoding_problems:
-                self.encoding_problems.append(finding)
+        text = self.body_text(response)
         if "html" in response.headers.get("Content-Type", "") and text.lstrip().startswith("<"):
             raise ConfigError(
                 "woocommerce: base_url answered with a web page, not the REST API: check base_url and that "
