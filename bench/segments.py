@@ -32,7 +32,7 @@ import pandas as pd
 from numpy.dtypes import StringDType
 
 from worker.segments import segment_masks, table_from_facts
-from worker.segments.facts import CONSENTS, NAT, Facts, Interner
+from worker.segments.facts import CONSENTS, NAT, Facts, Interner, grouped
 
 NOW = datetime(2026, 6, 1, 12, tzinfo=UTC)
 DAY_NS = 86_400 * 10**9
@@ -315,21 +315,46 @@ def _peak_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def phase_memory(customers: int, orders: int, repeat: int) -> dict[str, float]:
-    """(a): default segments from facts already in memory."""
-    facts = facts_of(generate(customers, orders))
+def _set_threads(threads: int | None) -> None:
+    if threads:
+        import worker.segments.table
+
+        worker.segments.table.THREADS = threads
+
+
+def phase_memory(customers: int, orders: int, repeat: int, threads: int | None = None) -> dict[str, float]:
+    """(a): default segments from facts already in memory, with the order rows grouped by customer as
+    the snapshot keeps them (``Facts.o_groups``), and (a') the same facts ungrouped (the scatter path,
+    the previous implementation), alternating, in one process."""
+    _set_threads(threads)
+    plain = facts_of(generate(customers, orders))
+    started = time.perf_counter()
+    facts = grouped(plain)
+    group_seconds = time.perf_counter() - started
     before = _peak_mib()
-    times = []
+    times: dict[str, list[float]] = {"grouped": [], "scatter": []}
     for _ in range(repeat):
-        started = time.perf_counter()
-        masks = segment_masks(table_from_facts(facts), NOW)
-        times.append(time.perf_counter() - started)
-    return {"seconds": min(times), "peak_mib": _peak_mib(), "peak_before_mib": before, "segments": len(masks)}
+        for label, data in (("grouped", facts), ("scatter", plain)):
+            started = time.perf_counter()
+            masks = segment_masks(table_from_facts(data), NOW)
+            times[label].append(time.perf_counter() - started)
+            del masks
+    return {
+        "seconds": min(times["grouped"]),
+        "seconds_max": max(times["grouped"]),
+        "scatter": min(times["scatter"]),
+        "scatter_max": max(times["scatter"]),
+        "group_seconds": group_seconds,
+        "peak_mib": _peak_mib(),
+        "peak_before_mib": before,
+        "segments": 26.0,
+    }
 
 
-def phase_store(url: str, cache: bool, persist: bool = False) -> dict[str, float]:
+def phase_store(url: str, cache: bool, persist: bool = False, threads: int | None = None) -> dict[str, float]:
     """(b): recompute from the store: snapshot refresh (cache file + delta, or full read) + compute,
     then persistence (profiles and membership) timed on its own."""
+    _set_threads(threads)
     from worker.store import open_store
     from worker.store.snapshot import Snapshot, default_cache_path
 
@@ -360,9 +385,10 @@ def phase_store(url: str, cache: bool, persist: bool = False) -> dict[str, float
     }
 
 
-def phase_persist(url: str, customers: int) -> dict[str, float]:
+def phase_persist(url: str, customers: int, threads: int | None = None) -> dict[str, float]:
     """Persistence per cycle (worker/store/persist.py): first write into empty tables, a second cycle
     with nothing changed, then one where 1% of the customers changed (name, or a new order)."""
+    _set_threads(threads)
     from sqlalchemy import text
 
     from worker.store import open_store
@@ -522,7 +548,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only-store", action="store_true", help="skip (a) and lifetimes")
     parser.add_argument("--skip-cold", action="store_true", help="skip (b0), the full read without cache")
     parser.add_argument("--skip-store", action="store_true", help="only (a) and lifetimes")
+    parser.add_argument("--threads", type=int, help="thread pool size of the segment code (default: up to 4 cores)")
     args = parser.parse_args(argv)
+    threads = args.threads
     customers = args.customers or (100_000 if args.small else 1_000_000)
     orders = args.orders or (1_000_000 if args.small else 10_000_000)
     tmp = Path(tempfile.mkdtemp(prefix="as-bench-"))
@@ -530,12 +558,20 @@ def main(argv: list[str] | None = None) -> int:
     url = args.database_url or f"sqlite:///{reuse or tmp / 'store.sqlite3'}"
     try:
         print(f"synthetic store: {customers:,} customers, {orders:,} orders (seed 7); store {url.split(':')[0]}")
-        a = {"seconds": float("nan")}
+        nan = float("nan")
+        a = {"seconds": nan, "seconds_max": nan, "scatter": nan, "scatter_max": nan}
+        lt = {"seconds": nan}
+        b: dict[str, float] = {}
+        p: dict[str, float] = {}
         if not args.only_store:
-            a = _child(phase_memory, customers, orders, args.repeat)
+            a = _child(phase_memory, customers, orders, args.repeat, threads)
             print(
-                f"(a) default segments ({a['segments']:.0f}) from in-memory facts: {a['seconds']:.3f} s (best of "
-                f"{args.repeat}); peak RSS {a['peak_mib']:.0f} MiB (facts alone {a['peak_before_mib']:.0f} MiB)"
+                f"(a) default segments ({a['segments']:.0f}) from in-memory facts, rows grouped by customer: "
+                f"{a['seconds']:.3f}-{a['seconds_max']:.3f} s over {args.repeat} runs (grouping them once: "
+                f"{a['group_seconds']:.1f} s, done by the snapshot as it loads); peak RSS {a['peak_mib']:.0f} MiB "
+                f"with both layouts in memory (facts alone {a['peak_before_mib']:.0f} MiB)\n"
+                f"(a') the same facts ungrouped (scatter path), same process, alternating: "
+                f"{a['scatter']:.3f}-{a['scatter_max']:.3f} s"
             )
         if not args.skip_lifetimes and not args.only_store:
             lt = _child(phase_lifetimes, customers, orders)
@@ -543,15 +579,20 @@ def main(argv: list[str] | None = None) -> int:
                 f"    lifetimes summary_data_from_transaction_data: {lt['seconds']:.2f} s, peak RSS "
                 f"{lt['peak_mib']:.0f} MiB; pandas groupby of the same: {lt['groupby']:.2f} s"
             )
-            print(f"    ratio lifetimes / (a): {lt['seconds'] / a['seconds']:.1f}x")
+            print(
+                f"    ratio lifetimes / (a): {lt['seconds'] / a['seconds_max']:.1f}x-"
+                f"{lt['seconds'] / a['seconds']:.1f}x (slowest-fastest run of (a)); lifetimes / (a'): "
+                f"{lt['seconds'] / a['scatter']:.1f}x"
+            )
         if args.skip_store:
+            _targets(a, lt, b, p)
             return 0
         if reuse is None or not reuse.exists():
             started = time.perf_counter()
             _child(_load, url, customers, orders)
             print(f"store loaded in {time.perf_counter() - started:.1f} s (bulk insert; not timed)")
         if not args.skip_cold:
-            cold = _child(phase_store, url, False, False)
+            cold = _child(phase_store, url, False, False, threads)
             print(
                 f"(b0) cold (no cache file): full read from SQL {cold['load']:.2f} s + compute "
                 f"{cold['compute']:.2f} s = {cold['load'] + cold['compute']:.2f} s; peak RSS {cold['peak_mib']:.0f} MiB"
@@ -559,13 +600,13 @@ def main(argv: list[str] | None = None) -> int:
             _child(phase_store, url, True, False)  # a full read that writes the cache file
         else:  # a reused store may have changed since its cache was written (phase_persist adds rows)
             _child(phase_save_cache, url)
-        b = _child(phase_store, url, True, False)
+        b = _child(phase_store, url, True, False, threads)
         print(
             f"(b) recompute from the store, new process with cache: load {b['load']:.2f} s + compute "
             f"{b['compute']:.2f} s = {b['load'] + b['compute']:.2f} s; peak RSS {b['peak_mib']:.0f} MiB"
         )
         print(f"    incremental refresh with no new rows: {b['refresh_nochange'] * 1000:.0f} ms")
-        p = _child(phase_persist, url, customers)
+        p = _child(phase_persist, url, customers, threads)
         print(
             f"persistence ({p['profiles']:,.0f} profiles, {p['members']:,.0f} memberships): first write into empty "
             f"tables {p['first']:.2f} s (peak RSS so far {p['peak_first_mib']:.0f} MiB); next cycle, nothing changed "
@@ -579,10 +620,31 @@ def main(argv: list[str] | None = None) -> int:
                 f"({p[f'moves_{i}']:,.0f} joins/leaves): refresh {p[f'refresh_{i}']:.2f} s + compute "
                 f"{p[f'compute_{i}']:.2f} s + persist {p[f'changed_{i}']:.2f} s"
             )
+        _targets(a, lt, b, p)
     finally:
         if args.database_url is None and reuse is None:
             shutil.rmtree(tmp, ignore_errors=True)
     return 0
+
+
+def _targets(a: dict[str, float], lt: dict[str, float], b: dict[str, float], p: dict[str, float]) -> None:
+    """The segment rows of Roadmap 9's targets table, each with its peer from this run."""
+    nan = float("nan")
+    b = {"load": nan, "compute": nan, "peak_mib": nan, **b}
+    p = {"peak_idle_mib": nan, **p}
+    worker_peak = max(b["peak_mib"], p["peak_idle_mib"])
+    print(
+        "targets (this run):\n"
+        f"    all default segments in memory: {a['seconds']:.2f}-{a['seconds_max']:.2f} s (target <= 1.0 s); "
+        f"peer: scatter path {a['scatter']:.2f}-{a['scatter_max']:.2f} s, lifetimes {lt['seconds']:.1f} s\n"
+        f"    ratio to lifetimes: {lt['seconds'] / a['seconds_max']:.1f}x-{lt['seconds'] / a['seconds']:.1f}x "
+        "(target >= 10x in every run)\n"
+        f"    whole recompute from the store, new process: {b['load'] + b['compute']:.2f} s (target <= 3 s); "
+        f"peer: in memory {a['seconds']:.2f} s\n"
+        f"    peak memory of a worker at this size: {worker_peak:.0f} MiB = {worker_peak / 1024:.2f} GiB "
+        f"(target <= 1.5 GiB; new process from cache {b['peak_mib']:.0f} MiB, a running worker after a persisted "
+        f"cycle {p['peak_idle_mib']:.0f} MiB; peer: lifetimes alone {lt.get('peak_mib', float('nan')):.0f} MiB)"
+    )
 
 
 def default_cache_file(url: str) -> Path:

@@ -15,6 +15,7 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
+from worker.segments import table as _table
 from worker.segments.conditions import (
     RFM_GROUPS,
     AllOf,
@@ -36,7 +37,7 @@ from worker.segments.conditions import (
 from worker.segments.config import SegmentDefinition, SegmentsConfig, check_graph
 from worker.segments.defaults import RFM_GRID
 from worker.segments.facts import CONSENTS, NAT
-from worker.segments.table import NS_PER_DAY, THREADS, CustomerTable, group_sum
+from worker.segments.table import NS_PER_DAY, CustomerTable, group_sum
 
 Mask = npt.NDArray[np.bool_]
 Floats = npt.NDArray[np.float64]
@@ -79,7 +80,7 @@ def quintile_scores(values: npt.NDArray[np.generic]) -> npt.NDArray[np.int64]:
 def _rfm_arrays(table: CustomerTable) -> tuple[npt.NDArray[np.int64], ...]:
     """Rows of buyers and their R, F, M scores and group code (index into RFM_GROUPS)."""
     buyers = np.flatnonzero(table.order_count > 0)
-    with ThreadPoolExecutor(THREADS) as pool:  # three independent sorts (numpy releases the GIL)
+    with ThreadPoolExecutor(_table.THREADS) as pool:  # three independent sorts (numpy releases the GIL)
         r, f, m = pool.map(
             quintile_scores, (table.last_ns[buyers], table.order_count[buyers], table.revenue_micros[buyers])
         )
@@ -118,8 +119,17 @@ class _Evaluator:
         if within_days not in self._window:
             table = self.table
             if within_days:
-                # orders on/after day today - within + 1 (UTC); a subset, so no full-length pass but this one
-                rows = np.flatnonzero(table.facts.o_ns >= (self.today - within_days + 1) * NS_PER_DAY)
+                # orders on/after day today - within + 1 (UTC)
+                inside = table.facts.o_ns >= (self.today - within_days + 1) * NS_PER_DAY
+                runs = table.runs
+                if runs is not None:  # grouped orders: two sequential passes
+                    inside &= table.counted
+                    self._window[within_days] = (
+                        runs.sum(np.where(inside, table.order_micros, 0))[: self.n],
+                        runs.sum(inside.view(np.int8))[: self.n],
+                    )
+                    return self._window[within_days]
+                rows = np.flatnonzero(inside)  # a subset, so no full-length pass but this one
                 code = table.order_code[rows]  # bin n: orders that do not count
                 self._window[within_days] = (
                     group_sum(code, table.order_micros[rows], self.n + 1)[: self.n],

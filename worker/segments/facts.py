@@ -153,9 +153,43 @@ class Facts:
     l_product: I32 = field(default_factory=lambda: np.empty(0, np.int32))
     l_sku: I32 = field(default_factory=lambda: np.empty(0, np.int32))
     l_qty: I64 = field(default_factory=lambda: np.empty(0, np.int64))
+    #: when set, the order columns are sorted by :func:`group_key` and this holds the first row of each
+    #: run of equal keys (one run per registered customer id, one per guest email): the table then
+    #: reduces orders with sequential ``reduceat`` passes instead of scatters (see :func:`grouped`)
+    o_groups: I64 | None = None
 
     def with_lines(self, l_order: I64, l_product: I32, l_sku: I32, l_qty: I64) -> Facts:
         return replace(self, l_order=l_order, l_product=l_product, l_sku=l_sku, l_qty=l_qty)
+
+
+def group_key(o_cid: I32, o_email: I32) -> I64:
+    """Run key of each order: ``2 * customer id code`` for registered orders, ``2 * email code + 1`` for
+    guest orders (-1 for neither). Key resolution never splits a run, so a run maps to one table row."""
+    cid = o_cid.astype(np.int64)
+    out: I64 = np.where(cid >= 0, 2 * cid, 2 * o_email.astype(np.int64) + 1)
+    return out
+
+
+def group_starts(keys: I64) -> I64:
+    """First row of each run of equal (sorted) keys."""
+    if len(keys) == 0:
+        return np.empty(0, np.int64)
+    starts: I64 = np.flatnonzero(np.concatenate(([True], keys[1:] != keys[:-1])))
+    return starts
+
+
+def grouped(facts: Facts) -> Facts:
+    """The same facts with the order rows sorted by :func:`group_key` (stable) and lines re-pointed.
+
+    A one-off sort (the snapshot keeps its rows in this order as it refreshes, see
+    ``worker/store/snapshot.py``); results do not depend on row order, so tables are identical.
+    """
+    keys = group_key(facts.o_cid, facts.o_email)
+    perm = np.argsort(keys, kind="stable")
+    where = np.empty(len(perm), dtype=np.int64)
+    where[perm] = np.arange(len(perm), dtype=np.int64)
+    columns = {name: getattr(facts, name)[perm] for name in ("o_id", *ORDER_ARRAYS, *ORDER_ARRAYS_2)}
+    return replace(facts, **columns, l_order=where[facts.l_order], o_groups=group_starts(keys[perm]))
 
 
 def ns_of(series: pd.Series) -> I64:

@@ -98,7 +98,21 @@ def extreme_rows(
     if len(codes) == 0:
         return np.empty(0, np.int64), np.empty(0, np.int64)
     ext = group_extreme(codes, ns, n + 1, latest=latest)
-    cand = np.flatnonzero((ns == ext[codes]) & (codes < n))
+    return pick_extreme(codes, ns, ext[codes], order_ids, n, latest=latest, rows=rows)
+
+
+def pick_extreme(
+    codes: IntArray,
+    ns: IntArray,
+    ext: IntArray,
+    order_ids: npt.NDArray[Any],
+    n: int,
+    *,
+    latest: bool,
+    rows: IntArray | None = None,
+) -> tuple[IntArray, IntArray]:
+    """:func:`extreme_rows` given each row's code extreme ``ext`` (aligned with ``codes``)."""
+    cand = np.flatnonzero((ns == ext) & (codes < n))
     cand_codes = codes[cand]
     tied = np.bincount(cand_codes, minlength=n)[cand_codes] > 1
     if tied.any():  # same timestamp: order_id decides (rare, so the string sort stays small)
@@ -110,6 +124,46 @@ def extreme_rows(
         cand = np.concatenate([cand[~tied], pick["row"].to_numpy(np.int64)])
         cand_codes = codes[cand]
     return cand_codes, cand
+
+
+class Runs:
+    """Order rows grouped in runs that each belong to one table row (``facts.o_groups``, see
+    :func:`worker.segments.facts.grouped`): per-row reductions are sequential ``reduceat`` passes over
+    the runs, then a combine over the (few) rows that own several runs (a guest email merged into a
+    customer id)."""
+
+    def __init__(self, starts: IntArray, row: IntArray, m: int, n: int) -> None:
+        self.starts, self.row, self.n = starts, row, n
+        self.sizes: IntArray = np.diff(np.append(starts, m))
+        per_row = np.bincount(row, minlength=n + 1)
+        self.single = per_row[row] == 1  # runs alone in their row (excluded runs sit in row n)
+        self.multi = np.flatnonzero(~self.single)
+
+    def per_order(self, values: npt.NDArray[Any]) -> npt.NDArray[Any]:
+        """A per-row array (length n + 1) spread over the orders, sequentially."""
+        out: npt.NDArray[Any] = np.repeat(values[self.row], self.sizes)
+        return out
+
+    def _combine(self, per_run: IntArray, fill: int, at: Any) -> IntArray:
+        out = np.full(self.n + 1, fill, dtype=np.int64)
+        single = self.single
+        out[self.row[single]] = per_run[single]
+        at(out, self.row[self.multi], per_run[self.multi])
+        return out
+
+    def sum(self, values: npt.NDArray[Any]) -> IntArray:
+        """Exact int64 sums per row (length n + 1) of per-order values (zero where not counted)."""
+        if len(self.starts) == 0:
+            return np.zeros(self.n + 1, dtype=np.int64)
+        return self._combine(np.add.reduceat(values, self.starts, dtype=np.int64), 0, np.add.at)
+
+    def extreme(self, values: IntArray, *, latest: bool) -> IntArray:
+        """Max (``latest``) or min per row; ``values`` holds the int64 min / max where not counted."""
+        fill = np.iinfo(np.int64).min if latest else np.iinfo(np.int64).max
+        if len(self.starts) == 0:
+            return np.full(self.n + 1, fill, dtype=np.int64)
+        ufunc = np.maximum if latest else np.minimum
+        return self._combine(ufunc.reduceat(values, self.starts), fill, ufunc.at)
 
 
 def _to_ts(ns: IntArray, valid: BoolArray) -> pd.DatetimeIndex:
@@ -126,7 +180,9 @@ class CustomerTable:
     first use, so a recompute that does not need them does not pay for them.
     """
 
-    def __init__(self, facts: Facts, live: BoolArray, key: IntArray) -> None:
+    def __init__(self, facts: Facts, live: BoolArray | None, key: IntArray) -> None:
+        """``key``: the key code of every order (-1 excluded); with ``live`` None, of every run of
+        ``facts.o_groups`` instead (the grouped path)."""
         f = self.facts = facts
         strings = f.strings
         order = strings.order
@@ -138,10 +194,18 @@ class CustomerTable:
         n = self.n = len(self.keys)
         pos = np.full(size + 1, n, dtype=np.int64)  # excluded orders fall in the extra bin n
         pos[self.keys] = np.arange(n, dtype=np.int64)
-        self.codes: IntArray = pos[key]  # row of every order, n for excluded ones
         self.cust_pos: IntArray = pos[f.c_id]
         self.in_customers = np.zeros(n, dtype=bool)
         self.in_customers[self.cust_pos] = True
+        self.order_micros = f.o_micros
+        self.engaged_ns: IntArray = np.full(n, _NAT, dtype=np.int64)
+        self.engaged_ns[self.cust_pos] = f.c_engaged_ns
+        self.runs: Runs | None = None
+        if live is None:
+            assert f.o_groups is not None
+            self._aggregate_runs(Runs(f.o_groups, pos[key], len(f.o_ns), n))
+            return
+        self.codes: IntArray = pos[key]  # row of every order, n for excluded ones
         counted = live & ~f.o_cancelled
         #: row of every order that counts, n for the others (one extra bin instead of row subsets)
         self.order_code: IntArray = np.where(counted, self.codes, n)
@@ -169,9 +233,43 @@ class CustomerTable:
             self.revenue_micros = revenue.result()[:n]
             self.discount_count: IntArray = discounted.result()
             self.is_store_id = self.in_customers | stored.result()
-        self.order_micros = f.o_micros
-        self.engaged_ns: IntArray = np.full(n, _NAT, dtype=np.int64)
-        self.engaged_ns[self.cust_pos] = f.c_engaged_ns
+
+    def _aggregate_runs(self, runs: Runs) -> None:
+        """The aggregates of ``__init__`` over runs of grouped orders: sequential passes only."""
+        f, n = self.facts, self.n
+        self.runs = runs
+        big, small = np.iinfo(np.int64).max, np.iinfo(np.int64).min
+        self.counted = counted = ~f.o_test & ~f.o_cancelled  # orders of excluded runs count in row n only
+        self.order_count = runs.sum(counted.view(np.int8))[:n]
+        has = self.order_count > 0
+        self.first_ns = np.where(has, runs.extreme(np.where(counted, f.o_ns, big), latest=False)[:n], _NAT)
+        self.last_ns = np.where(has, runs.extreme(np.where(counted, f.o_ns, small), latest=True)[:n], _NAT)
+        self.revenue_micros = runs.sum(np.where(counted, f.o_micros, 0))[:n]
+        self.discount_count = runs.sum((counted & f.o_discount).view(np.int8))[:n]
+        live_runs = np.add.reduceat((~f.o_test).view(np.int8), runs.starts, dtype=np.int64) > 0
+        registered = np.zeros(n + 1, dtype=bool)
+        registered[runs.row[live_runs & (f.o_cid[runs.starts] >= 0)]] = True
+        self.is_store_id = self.in_customers | registered[:n]
+
+    @cached_property
+    def codes(self) -> IntArray:  # grouped path: row of every order (n for excluded ones), on first use
+        assert self.runs is not None
+        out: IntArray = np.where(self.facts.o_test, self.n, np.repeat(self.runs.row, self.runs.sizes))
+        return out
+
+    @cached_property
+    def order_code(self) -> IntArray:  # grouped path: row of every order that counts, n for the others
+        out: IntArray = np.where(self.facts.o_cancelled, self.n, self.codes)
+        return out
+
+    def latest_rows(self, codes: IntArray, *, latest: bool) -> tuple[IntArray, IntArray]:
+        """:func:`extreme_rows` over all orders (``codes``: full length, n for orders to ignore)."""
+        f, runs = self.facts, self.runs
+        if runs is None or len(codes) == 0:
+            return extreme_rows(codes, f.o_ns, f.o_id, self.n, latest=latest)
+        fill = np.iinfo(np.int64).min if latest else np.iinfo(np.int64).max
+        ext = runs.extreme(np.where(codes < self.n, f.o_ns, fill), latest=latest)
+        return pick_extreme(codes, f.o_ns, runs.per_order(ext), f.o_id, self.n, latest=latest)
 
     @cached_property
     def order_day(self) -> IntArray:
@@ -206,9 +304,19 @@ class CustomerTable:
         f = self.facts
         out = np.full(self.n, UNKNOWN_CONSENT, dtype=np.int8)
         out[self.cust_pos] = f.c_consent
-        rows = np.flatnonzero(np.append(~self.in_customers, False)[self.codes])  # orders of keys without a row
+        without = np.append(~self.in_customers, False)  # rows without a customers row
+        if self.runs is None:
+            rows = np.flatnonzero(without[self.codes])  # their orders
+            codes = self.codes[rows]
+        else:  # the runs of those rows, spread over their orders; test orders dropped
+            runs = self.runs
+            picked = without[runs.row]
+            rows = np.flatnonzero(np.repeat(picked, runs.sizes))
+            codes = np.repeat(runs.row[picked], runs.sizes[picked])
+            live = ~f.o_test[rows]
+            rows, codes = rows[live], codes[live]
         if (f.o_accepts[rows] == 1).any():
-            c, latest = extreme_rows(self.codes[rows], f.o_ns[rows], f.o_id, self.n, latest=True, rows=rows)
+            c, latest = extreme_rows(codes, f.o_ns[rows], f.o_id, self.n, latest=True, rows=rows)
             out[c[f.o_accepts[rows[latest]] == 1]] = _SUBSCRIBED
         return out
 
@@ -219,10 +327,9 @@ class CustomerTable:
 
     def _latest_code(self, values: npt.NDArray[np.int32]) -> IntArray:
         """Per row, the code on its latest order that has one (-1 where none)."""
-        f = self.facts
         out = np.full(self.n, -1, dtype=np.int64)
         codes = np.where(values >= 0, self.codes, self.n)
-        c, rows = extreme_rows(codes, f.o_ns, f.o_id, self.n, latest=True)
+        c, rows = self.latest_rows(codes, latest=True)
         out[c] = values[rows]
         return out
 
@@ -246,7 +353,19 @@ class CustomerTable:
     def first_channel_code(self) -> IntArray:
         f = self.facts
         out = np.full(self.n, -1, dtype=np.int64)
-        c, first = extreme_rows(self.order_code, f.o_ns, f.o_id, self.n, latest=False)
+        if self.runs is None:
+            c, first = self.latest_rows(self.order_code, latest=False)
+        else:  # the earliest counted order of a row is at its first_ns: compare run by run
+            runs = self.runs
+            ext = np.where(self.order_count > 0, self.first_ns, np.iinfo(np.int64).max)
+            counted = self.counted
+            per_order = runs.per_order(np.append(ext, np.iinfo(np.int64).max))
+            cand = np.flatnonzero((f.o_ns == per_order) & counted)
+            del per_order
+            row = runs.row[np.searchsorted(runs.starts, cand, side="right") - 1]
+            ns = f.o_ns[cand]
+            c, first = pick_extreme(row, ns, ns, f.o_id, self.n, latest=False, rows=cand)
+            first = cand[first]
         out[c] = f.o_channel[first]
         return out
 
@@ -303,7 +422,12 @@ class CustomerTable:
         rows = f.l_order[hit]
         if since_day is not None:
             rows = rows[f.o_ns[rows] >= since_day * NS_PER_DAY]
-        mask[self.order_code[rows]] = True
+        if self.runs is None:
+            mask[self.order_code[rows]] = True
+        else:  # the run of each row: no full-length code column needed
+            runs = self.runs
+            rows = rows[~f.o_test[rows] & ~f.o_cancelled[rows]]
+            mask[runs.row[np.searchsorted(runs.starts, rows, side="right") - 1]] = True
         return mask[: self.n]
 
     @cached_property
@@ -343,23 +467,47 @@ def table_from_facts(facts: Facts, *, reuse: bool = False) -> CustomerTable:
         return kept
     f = facts
     cid, email = f.o_cid, f.o_email
+    if f.o_groups is not None:
+        return CustomerTable(f, None, _run_keys(f))
     live = ~f.o_test & ((cid >= 0) | (email >= 0))  # orders with neither id nor email are excluded
     key = np.where(live, cid, -1).astype(np.int64)
     guest = live & (cid < 0)
     if guest.any():
-        rank = f.strings.rank()
-        big = np.iinfo(np.int64).max
-        best = np.full(len(f.strings), big, dtype=np.int64)
-        with_email = f.c_email >= 0
-        np.minimum.at(best, f.c_email[with_email], rank[f.c_id[with_email]])  # smallest id wins
-        known = best < big
-        pairs = live & (cid >= 0) & (email >= 0)
-        pairs &= ~known[np.maximum(email, 0)]
-        np.minimum.at(best, email[pairs], rank[cid[pairs]])
         guest_email = email[guest]
-        mapped = best[guest_email]
-        key[guest] = np.where(mapped < big, f.strings.order[np.minimum(mapped, len(f.strings) - 1)], guest_email)
+        key[guest] = _guest_keys(f, live, guest_email)
     return CustomerTable(facts, live, key)
+
+
+def _guest_keys(f: Facts, live: BoolArray, guest_email: npt.NDArray[np.integer[Any]]) -> IntArray:
+    """Key codes of guest orders' emails: the smallest customer id with that email (customers' emails
+    first, then registered live orders'), else the email itself."""
+    cid, email = f.o_cid, f.o_email
+    rank = f.strings.rank()
+    big = np.iinfo(np.int64).max
+    best = np.full(len(f.strings), big, dtype=np.int64)
+    with_email = f.c_email >= 0
+    np.minimum.at(best, f.c_email[with_email], rank[f.c_id[with_email]])  # smallest id wins
+    known = best < big
+    pairs = live & (cid >= 0) & (email >= 0)
+    pairs &= ~known[np.maximum(email, 0)]
+    np.minimum.at(best, email[pairs], rank[cid[pairs]])
+    mapped = best[guest_email]
+    out: IntArray = np.where(mapped < big, f.strings.order[np.minimum(mapped, len(f.strings) - 1)], guest_email)
+    return out
+
+
+def _run_keys(f: Facts) -> IntArray:
+    """Key code of every run of grouped orders (-1: excluded, i.e. test orders only or no id and no email)."""
+    assert f.o_groups is not None
+    starts = f.o_groups
+    live_runs = np.add.reduceat((~f.o_test).view(np.int8), starts, dtype=np.int64) > 0 if len(starts) else starts > 0
+    cid, email = f.o_cid[starts].astype(np.int64), f.o_email[starts].astype(np.int64)
+    key = np.where(live_runs, cid, -1)
+    guest = live_runs & (cid < 0) & (email >= 0)
+    if guest.any():
+        live = ~f.o_test & ((f.o_cid >= 0) | (f.o_email >= 0))
+        key[guest] = _guest_keys(f, live, email[guest])
+    return key
 
 
 def build_customer_table(

@@ -29,6 +29,8 @@ from worker.segments.facts import (
     Facts,
     Interner,
     consent_codes,
+    group_key,
+    group_starts,
     micros_of,
 )
 from worker.store import schema
@@ -111,6 +113,63 @@ class _Columns:
         return True
 
 
+class _Orders(_Columns):
+    """Order columns kept grouped by :func:`group_key` (customer id, else guest email), so the table
+    reduces them with sequential passes (``Facts.o_groups``). ``row`` holds each position's row number
+    (not sorted); ``at[row number]`` is its position. A refresh inserts new rows into their run (one
+    sequential copy per column), and moves a re-ingested order whose id or email changed."""
+
+    def __init__(self, row: npt.NDArray[np.int64], data: dict[str, npt.NDArray[Any]]) -> None:
+        super().__init__(np.empty(0, np.int64), {})
+        self.key = np.empty(0, np.int64)
+        self.at = np.empty(0, np.int32)
+        self.starts = np.empty(0, np.int64)
+        self.upsert(_Columns(row, data))
+
+    def upsert(self, new: _Columns) -> bool:
+        if len(new.row) == 0:
+            return True
+        new_key = group_key(new.data["o_cid"], new.data["o_email"])
+        known = new.row < len(self.at)
+        pos = np.full(len(new.row), -1, dtype=np.int64)
+        pos[known] = self.at[new.row[known]]
+        found = pos >= 0
+        stay = found.copy()
+        stay[found] = self.key[pos[found]] == new_key[found]
+        for name, column in self.data.items():  # same run: replaced in place
+            column[pos[stay]] = new.data[name][stay]
+        moved = pos[found & ~stay]
+        fresh = np.flatnonzero(~stay)
+        if len(fresh) == 0:
+            return True
+        if len(self.row) == 0 and bool((new_key[1:] >= new_key[:-1]).all()):  # a grouped cache file
+            self.row, self.key, self.data = new.row, new_key, dict(new.data)
+            self._index()
+            return True
+        fresh = fresh[np.argsort(new_key[fresh], kind="stable")]
+        keep = None
+        if len(moved):  # the old positions of orders that change runs
+            keep = np.ones(len(self.row), dtype=bool)
+            keep[moved] = False
+        kept_key = self.key if keep is None else self.key[keep]
+        where = np.searchsorted(kept_key, new_key[fresh], side="right")
+        # one column at a time: the old one is freed before the next grows
+        self.row = np.insert(self.row if keep is None else self.row[keep], where, new.row[fresh])
+        self.key = np.insert(kept_key, where, new_key[fresh])
+        names = list(self.data) or list(new.data)
+        for name in names:
+            old = self.data.get(name)
+            base = new.data[name][:0] if old is None else old if keep is None else old[keep]
+            self.data[name] = np.insert(base, where, new.data[name][fresh])
+        self._index()
+        return True
+
+    def _index(self) -> None:
+        self.at = np.full(int(self.row.max()) + 1, -1, dtype=np.int32)  # positions < 2**31
+        self.at[self.row] = np.arange(len(self.row), dtype=np.int32)
+        self.starts = group_starts(self.key)
+
+
 ORDER_FIELDS = (
     "o_id",
     "o_cid",
@@ -142,7 +201,7 @@ class Snapshot:
         self.generation = -1
         self.seq = 0
         self.strings = Interner()
-        self.orders = _Columns(np.empty(0, np.int64), {})
+        self.orders = _Orders(np.empty(0, np.int64), {})
         self.customers = _Columns(np.empty(0, np.int64), {})
         self.lines = _Columns(np.empty(0, np.int64), {})
         self.unsaved = 0
@@ -268,9 +327,9 @@ class Snapshot:
         columns.update(self.customers.data)
         columns["c_consent"] = columns["c_consent"].astype(np.int8)
         no_phone = np.broadcast_to(np.int32(-1), (m,))  # the store keeps no order phone: a read-only view
-        facts = Facts(strings=self.strings, o_phone=no_phone, **columns)
+        facts = Facts(strings=self.strings, o_phone=no_phone, o_groups=self.orders.starts, **columns)
         if len(self.lines.row) and m:
-            l_order = np.searchsorted(self.orders.row, self.lines.row).astype(np.int64)
+            l_order = self.orders.at[self.lines.row].astype(np.int64)
             d = self.lines.data
             facts = facts.with_lines(l_order, d["l_product"], d["l_sku"], d["l_qty"])
         return facts
@@ -339,7 +398,7 @@ class Snapshot:
             self.strings = Interner(strings, order)
             if len(o_row):
                 orders["o_id"] = ids
-            self.orders = _Columns(o_row, orders)
+            self.orders = _Orders(o_row, orders)  # grouped as it is written; sorted once if not
             self.customers = _Columns(c_row, customers)
             self.lines = _Columns(l_row, lines)
             self.instance, self.generation, self.seq = instance, generation, cached_seq
