@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import time
-
 from connectors.kernel.redact import redact
 from worker.backfill import file_of
 from worker.cycle import PullResult, pull
 from worker.factory import make_runtime
-from worker.runner import Echo, prepared
+from worker.runner import Echo, Progress, prepared
 from worker.settings import Settings
 from worker.store import open_store
 from worker.store.bulk import FINISHED_PHASES
@@ -57,20 +55,16 @@ def describe_bulk(bulk: dict[str, object]) -> str:
     return words + (f" ({', '.join(details)})" if details else "") + (f": {bulk['error']}" if bulk.get("error") else "")
 
 
-class BulkProgress:
+class BulkProgress(Progress):
     """Progress lines of a backfill: the phase of each stream's export and what it has done so far."""
 
     def __init__(self, echo: Echo, every: float = 2.0) -> None:
-        self.echo, self.every = echo, every
-        self._last = 0.0
+        super().__init__(echo, "backfill", every)
 
     def __call__(self, counts: dict[str, object]) -> None:
-        now = time.monotonic()
-        if now - self._last < self.every:
-            return
-        self._last = now
-        phase = counts.get("bulk") or "paging"
-        shown = ", ".join(
-            f"{k}={v:,}" for k, v in counts.items() if isinstance(v, int) and not isinstance(v, bool) and v
-        )
-        self.echo(f"  … {counts.get('stream')}: {phase}: {shown}")
+        if self.due():
+            phase = counts.get("bulk") or "paging"
+            shown = ", ".join(
+                f"{k}={v:,}" for k, v in counts.items() if isinstance(v, int) and not isinstance(v, bool) and v
+            )
+            self.echo(f"  … {counts.get('stream')}: {phase}: {shown}")

@@ -56,13 +56,18 @@ class Progress:
         self.echo, self.label, self.every = echo, label, every
         self._last = 0.0
 
-    def __call__(self, counts: dict[str, object]) -> None:
+    def due(self) -> bool:
+        """True at most once every ``every`` seconds."""
         now = time.monotonic()
         if now - self._last < self.every:
-            return
+            return False
         self._last = now
-        shown = ", ".join(f"{k}={v}" for k, v in counts.items() if isinstance(v, int) and v)
-        self.echo(f"  … {self.label}: {shown}")
+        return True
+
+    def __call__(self, counts: dict[str, object]) -> None:
+        if self.due():
+            shown = ", ".join(f"{k}={v}" for k, v in counts.items() if isinstance(v, int) and v)
+            self.echo(f"  … {self.label}: {shown}")
 
 
 def run_cycle(
