@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import Counter
+from collections import ChainMap, Counter
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -19,16 +19,21 @@ from typing import Any
 
 from connectors.kernel.destination import BatchResult, Destination, MappingOptions, Rejection
 from connectors.kernel.errors import ConfigError, ConnectorError, ContractViolation, LongPauseError, PermanentError
-from connectors.kernel.records import Member
+from connectors.kernel.records import PROFILE_FIELDS, Member, member_from_profile
 from worker.config import MappingConfig
 from worker.diff import Diff, batches, membership_diff
-from worker.store import Store
+from worker.store import Store, changes
+from worker.store.sync_state import MappingState, cache_for
 
 log = logging.getLogger(__name__)
 
 Progress = Callable[[dict[str, Any]], None]
 #: how long before a platform would drop a member (``membership_ttl_days``) the engine re-sends it
 REFRESH_MARGIN_DAYS = 30
+#: an incremental plan still examines every identity this often (the safety net; ``--full`` too)
+FULL_CHECK_EVERY = timedelta(hours=24)
+#: more candidates than this (or a fifth of the desired) and a plan examines everyone at once
+INCREMENTAL_LIMIT = 50_000
 
 
 @dataclass
@@ -116,8 +121,8 @@ class Plan:
     ineligible: Counter[str]
     segment_size: int
     diff: Diff
-    #: identity -> customer key for every identity the destination may hold
-    keys: dict[str, str]
+    #: identity -> customer key for the identities the destination may hold (at least every removal's)
+    keys: Mapping[str, str]
     erased: dict[str, int]
     skipped_rejected: int
     #: acknowledged members re-sent because their membership would expire at the platform
@@ -154,43 +159,188 @@ class MappingSync:
         return self.mapping.mode == "additive" or not self.destination.removes_members(self.options)
 
     def plan(self, *, full: bool = False, full_since: datetime | None = None, only_erasures: bool = False) -> Plan:
+        """The diff. Incremental where it can be: only identities whose desired state changed since the
+        last plan (results deltas), the last plan's own adds and removes, rejections, intents, erasures
+        and identities written outside the engine are examined; every other identity was settled then
+        and nothing touched it since. A full check (every identity) when ``full``, on a new process or
+        a results version this process did not record, after a sync run of another process, and every
+        :data:`FULL_CHECK_EVERY`."""
         name = self.mapping.name
-        keys = self.store.segment_keys(self.mapping.segment)
-        desired, ineligible = desired_identities(self.destination, self.store.members(keys).values(), self.options)
-        acknowledged = self.store.acknowledged(name)
-        flight = self.store.inflight(name)
-        erased = {i: m.erasure_id for i, m in self.store.erased_members(name).items()}
-        # a full resync forgets old rejections; its continuation skips the ones it met itself
-        rejected = set() if full and full_since is None else set(self.store.rejected(name))
-        if only_erasures:
-            diff = membership_diff(set(), set(acknowledged), additive=True, in_flight={}, erased=set(erased))
-            diff = Diff(adds=[], removes=diff.removes, unchanged=0)
-        else:
-            diff = membership_diff(
-                set(desired),
-                set(acknowledged),
-                additive=self.additive,
-                skip=rejected,
-                in_flight={i: f.op for i, f in flight.items()},
-                erased=set(erased),
-                full=full,
-                resent=self.store.acknowledged_since(name, full_since) if full and full_since else frozenset(),
-            )
-        refresh = self._due_refresh(set(desired) - rejected) if not (full or only_erasures) else set()
-        if refresh - set(diff.adds):
-            diff = Diff(adds=sorted(set(diff.adds) | refresh), removes=diff.removes, unchanged=diff.unchanged)
-        held_keys = {i: f.customer_key for i, f in flight.items()} | acknowledged
-        skipped = len((set(desired) - set(acknowledged)) & rejected)
-        return Plan(desired, ineligible, len(keys), diff, held_keys, erased, skipped, len(refresh))
+        cache = cache_for(self.store)
+        with cache.lock:
+            desired, ineligible, size, state = self._desired()
+            flight = self.store.inflight(name)
+            erased = {i: m.erasure_id for i, m in self.store.erased_members(name).items()}
+            # a full resync forgets old rejections; its continuation skips the ones it met itself
+            rejected = set() if full and full_since is None else set(self.store.rejected(name))
+            among = None if full or only_erasures else self._candidates(state, desired, flight, erased, rejected)
+            if among is None:
+                acknowledged = self.store.acknowledged(name)
+                wanted: set[str] = set(desired)
+            else:
+                acknowledged = self.store.acknowledged_among(name, among)
+                wanted = {i for i in among if i in desired}
+            if only_erasures:
+                diff = membership_diff(set(), set(acknowledged), additive=True, in_flight={}, erased=set(erased))
+                diff = Diff(adds=[], removes=diff.removes, unchanged=0)
+            else:
+                diff = membership_diff(
+                    wanted,
+                    set(acknowledged),
+                    additive=self.additive,
+                    skip=rejected,
+                    in_flight={i: f.op for i, f in flight.items()},
+                    erased=set(erased),
+                    full=full,
+                    resent=self.store.acknowledged_since(name, full_since) if full and full_since else frozenset(),
+                )
+                if among is not None:  # every desired identity outside the candidates is held
+                    diff = Diff(diff.adds, diff.removes, diff.unchanged + len(desired) - len(wanted))
+            refresh = self._due_refresh(desired, rejected) if not (full or only_erasures) else set()
+            if refresh - set(diff.adds):
+                diff = Diff(adds=sorted(set(diff.adds) | refresh), removes=diff.removes, unchanged=diff.unchanged)
+            held_keys: Mapping[str, str] = ChainMap({i: f.customer_key for i, f in flight.items()}, acknowledged)
+            skipped = len((wanted - set(acknowledged)) & rejected)
+            if state is not None:
+                self._planned(state, diff, rejected, full=among is None, only_erasures=only_erasures)
+        return Plan(desired, ineligible, size, diff, held_keys, erased, skipped, len(refresh))
 
-    def _due_refresh(self, desired: set[str]) -> set[str]:
+    def _rule(self) -> tuple[Any, ...]:
+        """What the desired identities depend on besides the results: a change rebuilds them."""
+        dest = self.destination
+        region = getattr(getattr(dest, "runtime", None), "default_phone_region", None)
+        return (type(dest).__qualname__, dest.name, repr(dest.config), repr(self.options), self.mapping.segment, region)
+
+    def _classify(self, member: Member) -> tuple[str | None, str | None]:
+        reason = self.destination.ineligible_reason(member)
+        return (None, reason) if reason is not None else (self.destination.identity(member, self.options), None)
+
+    def _desired(self) -> tuple[dict[str, Member], Counter[str], int, MappingState | None]:
+        """Desired identities, from this process's state moved forward by the results deltas, or rebuilt
+        (segment read, profiles read once per results version for every mapping)."""
+        marker = self.store.results_marker()
+        if marker is None:
+            keys = self.store.segment_keys(self.mapping.segment)
+            desired, ineligible = desired_identities(self.destination, self.store.members(keys).values(), self.options)
+            return desired, ineligible, len(keys), None
+        instance, version = marker
+        cache = cache_for(self.store)
+        if cache.profiles is not None and cache.profiles[:2] != marker:
+            cache.profiles = None
+        state = cache.mappings.get(self.mapping.name)
+        if state is not None and (state.rule != self._rule() or state.instance != instance):
+            state = None
+        if state is not None and state.version != version:
+            deltas = changes.between(self.store, instance, state.version, version)
+            if deltas is None or any(self.mapping.segment in d.stale for d in deltas):
+                state = self._rebuild(state, marker)
+            else:
+                self._advance(state, deltas)
+        elif state is None:
+            state = self._rebuild(None, marker)
+        cache.mappings[self.mapping.name] = state
+        return state.desired, Counter(state.ineligible), len(state.segment), state
+
+    def _rebuild(self, previous: MappingState | None, marker: tuple[str, int]) -> MappingState:
+        cache = cache_for(self.store)
+        if cache.profiles is None:
+            cache.profiles = (*marker, self.store.all_members())
+        profiles = cache.profiles[2]
+        keys = self.store.segment_keys(self.mapping.segment)
+        state = MappingState(self._rule(), marker[0], marker[1], keys, {}, {}, {}, Counter())
+        for key in sorted(keys):
+            member = profiles.get(key)
+            if member is None:
+                continue
+            known = previous.lookup(key) if previous is not None else None
+            if known is not None and known[0] and known[1] == member:
+                state.put(key, member, known[0], None)
+            else:
+                identity, reason = self._classify(member)
+                state.put(key, member, identity, reason)
+        state.dirty.clear()
+        if previous is not None:
+            state.runs_seen, state.own_runs = previous.runs_seen, previous.own_runs
+        return state
+
+    def _advance(self, state: MappingState, deltas: list[changes.Delta]) -> None:
+        """Replay the results deltas on the segment's members; identities whose desired state changed
+        become dirty. The desired dict is copied first: a plan handed out earlier keeps its own."""
+        state.desired = dict(state.desired)
+        segment = self.mapping.segment
+        for delta in deltas:
+            joined, left = delta.joined.get(segment, ()), delta.left.get(segment, ())
+            touched = set(joined) | set(left) | {k for k in delta.profiles if k in state.segment}
+            state.segment.difference_update(left)
+            state.segment.update(joined)
+            missing = [k for k in touched if k in state.segment and k not in delta.profiles]
+            fetched = self.store.members(missing) if missing else {}
+            for key in sorted(touched):
+                member: Member | None = None
+                if key in state.segment:
+                    values = delta.profiles.get(key) if key in delta.profiles else None
+                    if values is not None:
+                        member = member_from_profile(key, dict(zip(PROFILE_FIELDS, values, strict=True)))
+                    elif key not in delta.profiles:
+                        member = fetched.get(key)
+                old = state.lookup(key)
+                if member is None:
+                    if old is not None:
+                        state.drop(key)
+                    continue
+                if old is not None and old[0] and old[1] == member:
+                    continue
+                identity, reason = self._classify(member)
+                if old is not None and not old[0] and reason == old[1]:
+                    continue
+                if old is not None:
+                    state.drop(key)
+                state.put(key, member, identity, reason)
+            state.version = delta.version
+
+    def _candidates(
+        self,
+        state: MappingState | None,
+        desired: Mapping[str, Member],
+        flight: Mapping[str, Any],
+        erased: Mapping[str, int],
+        rejected: set[str],
+    ) -> set[str] | None:
+        """The identities an incremental plan examines, or None when every one must be."""
+        if state is None or state.full:
+            return None
+        if state.checked_at is None or self.clock() - state.checked_at >= FULL_CHECK_EVERY:
+            return None
+        newer = self.store.sync_runs_after(self.mapping.name, state.runs_seen)
+        if any(r not in state.own_runs and r != self.run_id for r in newer):
+            return None  # another process synced this mapping: its writes are not accounted for
+        among = state.dirty | state.pending | state.touched | state.rejected | rejected | set(flight) | set(erased)
+        if len(among) > max(INCREMENTAL_LIMIT, len(desired) // 5):
+            return None
+        return among
+
+    def _planned(self, state: MappingState, diff: Diff, rejected: set[str], *, full: bool, only_erasures: bool) -> None:
+        """What the next plan must re-examine: this plan's adds and removes (sent or not) and rejections."""
+        sent = set(diff.adds) | set(diff.removes)
+        if only_erasures:
+            state.pending |= sent
+        else:
+            state.pending, state.rejected, state.dirty, state.touched = sent, set(rejected), set(), set()
+            if full:
+                state.full, state.checked_at = False, self.clock()
+        newer = self.store.sync_runs_after(self.mapping.name, state.runs_seen)
+        if self.run_id is not None:
+            state.own_runs.add(self.run_id)
+        state.runs_seen = max([state.runs_seen, *newer])
+
+    def _due_refresh(self, desired: Mapping[str, Member], rejected: set[str]) -> set[str]:
         """Members whose membership would expire at the platform soon (Customer Match: 540 days)
         are re-sent, :data:`REFRESH_MARGIN_DAYS` before they would lapse."""
         ttl = self.destination.membership_ttl_days
         if not ttl:
             return set()
         cutoff = self.clock() - timedelta(days=max(1, ttl - REFRESH_MARGIN_DAYS))
-        return self.store.acknowledged_before(self.mapping.name, cutoff) & desired
+        return {i for i in self.store.acknowledged_before(self.mapping.name, cutoff) if i in desired} - rejected
 
     def run(self, *, full: bool = False, full_since: datetime | None = None, only_erasures: bool = False) -> SyncResult:
         started = time.monotonic()

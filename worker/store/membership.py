@@ -9,7 +9,7 @@ between the two leaves the intents behind, and the next sync treats them as poss
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -19,6 +19,7 @@ from sqlalchemy.engine import Connection
 
 from worker.store import schema
 from worker.store.base import StoreBase, as_utc, chunks, utcnow
+from worker.store.sync_state import touch
 
 
 class FenceLost(RuntimeError):
@@ -59,6 +60,23 @@ class MembershipQueries(StoreBase):
                 row.identity: row.customer_key
                 for row in conn.execute(select(a.identity, a.customer_key).where(a.mapping == mapping))
             }
+
+    def acknowledged_among(self, mapping: str, identities: Iterable[str]) -> dict[str, str]:
+        """The acknowledged rows of ``identities`` only (an incremental diff's candidates)."""
+        a = schema.acknowledged.c
+        out: dict[str, str] = {}
+        with self.engine.connect() as conn:
+            for chunk in chunks(sorted(identities)):
+                query = select(a.identity, a.customer_key).where(a.mapping == mapping, a.identity.in_(chunk))
+                out.update((row.identity, row.customer_key) for row in conn.execute(query))
+        return out
+
+    def sync_runs_after(self, mapping: str, after: int) -> list[int]:
+        """Ids of the mapping's sync runs newer than ``after`` (whoever ran them)."""
+        r = schema.runs.c
+        with self.engine.connect() as conn:
+            query = select(r.id).where(r.kind == "sync", r.mapping == mapping, r.id > after)
+            return [int(i) for i in conn.execute(query).scalars()]
 
     def acknowledged_since(self, mapping: str, since: datetime) -> set[str]:
         """Identities (re)acknowledged at or after ``since``: a full resync's checkpoint."""
@@ -173,13 +191,16 @@ class MembershipQueries(StoreBase):
             if rejections:
                 full = [{"mapping": mapping, "run_id": run_id, "at": now, **r} for r in rejections]
                 self._upsert(conn, schema.rejected, full, ["mapping", "identity"])
+        touch(self, mapping, None)
 
     def ack_added(self, mapping: str, pairs: Sequence[tuple[str, str]]) -> None:
         """Acknowledge outside a sync run (tests, imports): no fence, no intents."""
         self.settle_batch(mapping, None, "add", pairs)
+        touch(self, mapping, [i for i, _ in pairs])
 
     def ack_removed(self, mapping: str, identities: Sequence[str]) -> None:
         self.settle_batch(mapping, None, "remove", [(i, "") for i in identities])
+        touch(self, mapping, identities)
 
     # -- fences: one recording run per mapping ------------------------------------------------
     def claim_fence(self, mapping: str, run_id: int) -> None:
@@ -230,6 +251,7 @@ class MembershipQueries(StoreBase):
         full = [{"mapping": mapping, "run_id": run_id, "at": now, **r} for r in rows]
         with self.engine.begin() as conn:
             self._upsert(conn, schema.rejected, full, ["mapping", "identity"])
+        touch(self, mapping, [r["identity"] for r in rows])
 
     def rejected(self, mapping: str) -> dict[str, dict[str, Any]]:
         r = schema.rejected.c
@@ -242,6 +264,7 @@ class MembershipQueries(StoreBase):
     def clear_rejections(self, mapping: str) -> None:
         with self.engine.begin() as conn:
             conn.execute(delete(schema.rejected).where(schema.rejected.c.mapping == mapping))
+        touch(self, mapping, None)
 
     # -- owed syncs: the store, not the queue, says what is owed ----------------------------------------
     def request_sync(self, mapping: str, *, full: bool, reason: str) -> tuple[SyncRequest, bool]:

@@ -24,6 +24,7 @@ from sqlalchemy.engine import Connection
 
 from worker.segments.facts import CONSENTS, Interner
 from worker.segments.table import CustomerTable
+from worker.store import changes as change_log
 from worker.store.db import Store
 
 Mask = npt.NDArray[np.bool_]
@@ -205,15 +206,48 @@ def persist(
         leave = f"DELETE FROM segment_members WHERE segment = {mark} AND customer_key = {mark}"
         join = f"INSERT INTO segment_members (segment, customer_key) VALUES ({mark}, {mark})"
         member = np.zeros((table.n, len(names)), dtype=bool)
+        moved = ~before.same
+        joins: dict[str, list[str]] = {}
+        leaves: dict[str, list[str]] = {}
         for s, name in enumerate(names):
             new, old = masks[name], before.member[:, s]
             member[:, s] = new
             left = key_text[old & ~new].tolist() + before.gone_members.get(name, [])
             joined = key_text[new & ~old].tolist()
+            moved |= new & ~old
             _many(conn, leave, ((name, k) for k in left))
             _many(conn, join, ((name, k) for k in joined))
+            joins[name], leaves[name] = joined, left
             changes[name] = {"size": int(new.sum()), "joined": len(joined), "left": len(left)}
         for name in before.stale:
             conn.exec_driver_sql(f"DELETE FROM segment_members WHERE segment = {mark}", (name,))
+        instance = conn.exec_driver_sql("SELECT instance FROM ingest_state").scalar()
     kept = Written(table.facts.strings, version, table.keys.copy(), profile, names, member)
+    if instance is not None:
+        _record(store, str(instance), version, table, profile, key_text, moved, before, joins, leaves)
     return changes, kept
+
+
+def _record(
+    store: Store,
+    instance: str,
+    version: int,
+    table: CustomerTable,
+    profile: npt.NDArray[np.int32],
+    key_text: npt.NDArray[Any],
+    moved: Mask,
+    before: _Before,
+    joins: dict[str, list[str]],
+    leaves: dict[str, list[str]],
+) -> None:
+    """The change log entry of ``version`` (committed): profiles changed or joining a segment, with
+    their values, vanished keys, joins and leaves (worker/store/changes.py)."""
+    rows = np.flatnonzero(moved)
+    if len(rows) + len(before.gone_profiles) > change_log.MAX_ENTRIES:
+        change_log.unknown(store, instance, version)
+        return
+    profiles: dict[str, change_log.Profile] = dict.fromkeys(before.gone_profiles)
+    values = _texts(table, profile, rows)
+    profiles.update(zip(key_text[rows].tolist(), zip(*values, strict=True), strict=True))
+    delta = change_log.Delta(version, profiles, joins, leaves, frozenset(before.stale))
+    change_log.record(store, instance, delta)

@@ -10,7 +10,7 @@ from typing import Any
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.engine import Connection
 
-from connectors.kernel.records import Member, member_from_profile
+from connectors.kernel.records import PROFILE_FIELDS, Member, member_from_profile
 from worker.store import schema
 from worker.store.base import StoreBase, as_utc, chunks
 
@@ -21,6 +21,25 @@ class ResultsQueries(StoreBase):
         state = schema.results_state.c
         conn.execute(update(schema.results_state).values(version=state.version + 1))
         return int(conn.execute(select(state.version)).scalar_one())
+
+    def results_marker(self) -> tuple[str, int] | None:
+        """(database instance, results version): what a process-local cache of results is keyed by."""
+        with self.engine.connect() as conn:
+            instance = conn.execute(select(schema.ingest_state.c.instance)).scalar()
+            version = conn.execute(select(schema.results_state.c.version)).scalar()
+        return None if instance is None or version is None else (str(instance), int(version))
+
+    def all_members(self) -> dict[str, Member]:
+        """Every profile as a member, in one read (the syncs of one results version share it)."""
+        p = schema.profiles.c
+        columns = [p.customer_key, p.email, p.phone, p.first_name, p.last_name, p.country, p.email_consent]
+        found: dict[str, Member] = {}
+        with self.engine.connect() as conn:
+            result = conn.execute(select(*columns))
+            while rows := result.fetchmany(100_000):
+                for row in rows:
+                    found[row[0]] = member_from_profile(row[0], dict(zip(PROFILE_FIELDS, row[1:], strict=True)))
+        return found
 
     # -- recompute results -------------------------------------------------------------
     def replace_profiles(self, rows: Sequence[Mapping[str, Any]]) -> None:
