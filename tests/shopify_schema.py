@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from graphql import GraphQLSchema, parse, specified_rules, validate
+from graphql import GraphQLSchema, parse, specified_rules
 from graphql.validation import NoDeprecatedCustomRule
 
-from connectors.shopify.emulator import load_schema
+from connectors.shopify.emulator import load_schema, validate_query
 
 
 def admin_schema() -> GraphQLSchema:
@@ -15,4 +15,4 @@ def admin_schema() -> GraphQLSchema:
 def query_problems(query: str) -> list[str]:
     """Validation errors plus every deprecated field, argument or enum value the query uses."""
     rules = [*specified_rules, NoDeprecatedCustomRule]
-    return [error.message for error in validate(admin_schema(), parse(query), rules)]
+    return [error.message for error in validate_query(admin_schema(), parse(query), rules)]

@@ -30,7 +30,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
-from graphql import FieldNode, GraphQLError, SelectionSetNode, parse, validate
+from graphql import FieldNode, GraphQLError, SelectionSetNode, parse
 
 from connectors.kernel.emulator import Request, Response
 from connectors.shopify.synthetic import Node, iso
@@ -161,14 +161,14 @@ class BulkOperations:
 
     # -- the query rules --------------------------------------------------------------------
     def _check(self, query: str) -> tuple[str | None, SelectionSetNode | None, Parsed | None]:
-        from connectors.shopify.emulator import Parsed, _fragments, _operations
+        from connectors.shopify.emulator import Parsed, _fragments, _operations, validate_query
 
         try:
             document = parse(query)
         except GraphQLError as exc:
             return exc.message, None, None
         schema = self.emulator.schema
-        errors = validate(schema, document) if schema is not None else []
+        errors = validate_query(schema, document) if schema is not None else []
         if errors:
             return errors[0].message, None, None
         parsed = Parsed(_operations(document), _fragments(document), [])

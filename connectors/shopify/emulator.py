@@ -23,7 +23,7 @@ import logging
 import re
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -44,6 +44,7 @@ from graphql import (
 )
 from graphql.execution.values import get_variable_values
 from graphql.utilities import value_from_ast_untyped
+from graphql.validation import ASTValidationRule
 
 from connectors.kernel.emulator import EmulatorServer, Faults, Request, Response
 from connectors.kernel.specs import spec_bytes
@@ -70,6 +71,18 @@ def load_schema(name: str = SCHEMA_FILE) -> GraphQLSchema:
             # Shopify deprecates fields implementing non-deprecated interface fields: assume_valid
             _SCHEMAS[name] = build_client_schema(data.get("data", data), assume_valid=True)
         return _SCHEMAS[name]
+
+
+#: every emulator (and contract test) in a process shares one schema object, and graphql-core does not
+#: promise that validating against it from several threads at once is safe: one validation at a time
+_VALIDATION = threading.Lock()
+
+
+def validate_query(
+    schema: GraphQLSchema, document: DocumentNode, rules: Sequence[type[ASTValidationRule]] | None = None
+) -> list[GraphQLError]:
+    with _VALIDATION:
+        return validate(schema, document, rules)
 
 
 class QueryError(Exception):
@@ -343,7 +356,7 @@ class ShopifyEmulator(EmulatorServer):
         except GraphQLError as exc:
             result = Parsed({}, {}, [_error_json(exc)])
         else:
-            errors = [_error_json(e) for e in validate(self.schema, document)] if self.schema else []
+            errors = [_error_json(e) for e in validate_query(self.schema, document)] if self.schema else []
             result = Parsed(_operations(document), _fragments(document), errors)
         self._parsed[text] = result
         return result
