@@ -351,6 +351,37 @@ def reconcile(mapping: str | None, repair: bool, as_json: bool) -> None:
     sys.exit(1 if left else 0)
 
 
+@main.command("migrate")
+@click.option("--check", is_flag=True, help="Only show the revisions; change nothing (exit 1 when behind the head).")
+def migrate_cmd(check: bool) -> None:
+    """Show the database's schema revision and this program's head, and upgrade to it (under the migration lock)."""
+    from sqlalchemy import create_engine
+
+    from worker.store import open_store
+    from worker.store.db import sqlite_path
+    from worker.store.migrations import LATEST, describe
+
+    settings = get_settings()
+    path = sqlite_path(settings.database_url)
+    current = "none (new database)"
+    if path is None or path.exists():
+        engine = create_engine(settings.database_url, hide_parameters=True)
+        with engine.connect() as conn:
+            current = describe(conn)
+        engine.dispose()
+    click.echo(f"database: {settings_summary(settings)['database']}")
+    click.echo(f"current:  {current}")
+    click.echo(f"head:     revision {LATEST}")
+    at_head = current == f"revision {LATEST}"
+    if check:
+        sys.exit(0 if at_head else 1)
+    try:
+        open_store(settings.database_url).dispose()
+    except RuntimeError as exc:
+        _fail(str(exc))
+    click.echo("already at the head" if at_head else f"upgraded to revision {LATEST}")
+
+
 @main.group()
 def webhooks() -> None:
     """Shopify store webhooks (orders, customers, consent): audiences fresh within a minute."""
