@@ -48,6 +48,8 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
     yield url
     engine = create_engine(url)
     metadata.drop_all(engine)  # tables in the per-session database this run created
+    with engine.begin() as conn:  # and Alembic's version row, so the next test migrates a new database
+        conn.exec_driver_sql("DROP TABLE IF EXISTS alembic_version")
     engine.dispose()
 
 
