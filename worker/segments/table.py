@@ -135,9 +135,9 @@ class Runs:
     def __init__(self, starts: IntArray, row: IntArray, m: int, n: int) -> None:
         self.starts, self.row, self.n = starts, row, n
         self.sizes: IntArray = np.diff(np.append(starts, m))
-        per_row = np.bincount(row, minlength=n + 1)
-        self.single = per_row[row] == 1  # runs alone in their row (excluded runs sit in row n)
-        self.multi = np.flatnonzero(~self.single)
+        alone = np.bincount(row, minlength=n + 1)[row] == 1  # runs alone in their row (excluded: row n)
+        self.single, self.multi = np.flatnonzero(alone), np.flatnonzero(~alone)
+        self.single_row, self.multi_row = row[self.single], row[self.multi]
 
     def per_order(self, values: npt.NDArray[Any]) -> npt.NDArray[Any]:
         """A per-row array (length n + 1) spread over the orders, sequentially."""
@@ -146,9 +146,8 @@ class Runs:
 
     def _combine(self, per_run: IntArray, fill: int, at: Any) -> IntArray:
         out = np.full(self.n + 1, fill, dtype=np.int64)
-        single = self.single
-        out[self.row[single]] = per_run[single]
-        at(out, self.row[self.multi], per_run[self.multi])
+        out[self.single_row] = per_run[self.single]
+        at(out, self.multi_row, per_run[self.multi])
         return out
 
     def sum(self, values: npt.NDArray[Any]) -> IntArray:
@@ -240,12 +239,14 @@ class CustomerTable:
         self.runs = runs
         big, small = np.iinfo(np.int64).max, np.iinfo(np.int64).min
         self.counted = counted = ~f.o_test & ~f.o_cancelled  # orders of excluded runs count in row n only
-        self.order_count = runs.sum(counted.view(np.int8))[:n]
+        # counts and discounted counts in one pass: discounted ones in the high 32 bits (counts < 2**31)
+        both = runs.sum(counted.view(np.int8) + (counted & f.o_discount).astype(np.int64) * (1 << 32))[:n]
+        self.order_count = both & 0xFFFFFFFF
+        self.discount_count = both >> 32
         has = self.order_count > 0
         self.first_ns = np.where(has, runs.extreme(np.where(counted, f.o_ns, big), latest=False)[:n], _NAT)
         self.last_ns = np.where(has, runs.extreme(np.where(counted, f.o_ns, small), latest=True)[:n], _NAT)
         self.revenue_micros = runs.sum(np.where(counted, f.o_micros, 0))[:n]
-        self.discount_count = runs.sum((counted & f.o_discount).view(np.int8))[:n]
         live_runs = np.add.reduceat((~f.o_test).view(np.int8), runs.starts, dtype=np.int64) > 0
         registered = np.zeros(n + 1, dtype=bool)
         registered[runs.row[live_runs & (f.o_cid[runs.starts] >= 0)]] = True
