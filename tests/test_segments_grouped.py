@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from tests.test_segments_helpers import NOW, ago, customers, orders
 from worker.segments import build_customer_table, segment_masks, table_from_facts
+from worker.segments.engine import quintile_scores
 from worker.segments.facts import facts_from_frames, group_key, group_starts, grouped
 from worker.segments.frames import validate_customers, validate_lines, validate_orders
 from worker.store.snapshot import _Columns, _Orders
@@ -141,3 +142,13 @@ def test_snapshot_order_runs_stay_grouped_through_upserts(batches: list[list[tup
         assert runs.at[row] == position
         assert (int(runs.data["o_cid"][position]), int(runs.data["o_email"][position])) == latest[row]
         assert runs.data["o_ns"][position] == row * 10
+
+
+@SETTINGS
+@given(st.lists(st.integers(0, 6), max_size=60), st.sampled_from(["int16", "int64", "float64"]))
+def test_quintile_scores_without_a_sort_equal_the_stable_rank_scores(values: list[int], dtype: str) -> None:
+    array = np.asarray(values, dtype=dtype)
+    n = len(array)
+    rank = np.empty(n, dtype=np.int64)
+    rank[np.argsort(array, kind="stable")] = np.arange(1, n + 1, dtype=np.int64)
+    assert quintile_scores(array).tolist() == ((rank * 5 + n - 1) // n).tolist()

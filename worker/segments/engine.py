@@ -7,7 +7,6 @@ never depend on input row order. Missing values (no order, no engagement) never 
 from __future__ import annotations
 
 import math
-from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, date, datetime
 from fractions import Fraction
 
@@ -15,7 +14,6 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
-from worker.segments import table as _table
 from worker.segments.conditions import (
     RFM_GROUPS,
     AllOf,
@@ -65,25 +63,36 @@ def _in_range(values: Floats, bounds: Range) -> Mask:
 
 
 def quintile_scores(values: npt.NDArray[np.generic]) -> npt.NDArray[np.int64]:
-    """Scores 1..5 by rank 1..n (ties in position order, i.e. by customer key): ceil(5 * rank / n)."""
+    """Scores 1..5 by rank 1..n (ties in position order, i.e. by customer key): ceil(5 * rank / n).
+
+    Without a sort: score <= s exactly when rank <= K = floor(s * n / 5), and the rank-K value ``t``
+    comes from a partition; a row ranks above K when its value is larger, or equal with more than
+    ``K - #(values < t)`` equal values up to and including its position.
+    """
     n = len(values)
     if n == 0:
         return np.empty(0, np.int64)
-    if values.dtype.kind in "iu" and len(values) and values.min() >= 0 and values.max() < 2**15:
-        values = values.astype(np.int16)  # small counts: numpy's radix sort
-    rank = np.empty(n, dtype=np.int64)
-    rank[np.argsort(values, kind="stable")] = np.arange(1, n + 1, dtype=np.int64)
-    scores: npt.NDArray[np.int64] = (rank * 5 + n - 1) // n
+    bounds = [s * n // 5 for s in (1, 2, 3, 4)]
+    kth = sorted({k - 1 for k in bounds if k > 0})
+    part = np.partition(values, kth) if kth else values
+    scores = np.ones(n, dtype=np.int64)
+    for k in bounds:
+        if k == 0:
+            scores += 1
+            continue
+        t = part[k - 1]
+        above = values > t
+        equal = values == t
+        room = k - int(np.count_nonzero(values < t))
+        above |= equal & (np.cumsum(equal) > room)
+        scores += above
     return scores
 
 
 def _rfm_arrays(table: CustomerTable) -> tuple[npt.NDArray[np.int64], ...]:
     """Rows of buyers and their R, F, M scores and group code (index into RFM_GROUPS)."""
     buyers = np.flatnonzero(table.order_count > 0)
-    with ThreadPoolExecutor(_table.THREADS) as pool:  # three independent sorts (numpy releases the GIL)
-        r, f, m = pool.map(
-            quintile_scores, (table.last_ns[buyers], table.order_count[buyers], table.revenue_micros[buyers])
-        )
+    r, f, m = (quintile_scores(v[buyers]) for v in (table.last_ns, table.order_count, table.revenue_micros))
     grid = np.array([[RFM_GROUPS.index(g) for g in RFM_GRID[score]] for score in (1, 2, 3, 4, 5)], dtype=np.int64)
     groups = grid[r - 1, f - 1] if len(buyers) else np.empty(0, dtype=np.int64)
     return buyers, r, f, m, groups

@@ -19,7 +19,6 @@ checkout stands) has ``accepts_marketing`` true, else UNKNOWN.
 
 from __future__ import annotations
 
-import os
 from concurrent.futures import ThreadPoolExecutor
 from functools import cached_property
 from typing import Any
@@ -33,7 +32,10 @@ from worker.segments.facts import CONSENTS, NAT, UNKNOWN_CONSENT, Facts, facts_f
 from worker.segments.frames import empty_lines, validate_customers, validate_lines, validate_orders
 
 NS_PER_DAY = 86_400 * 10**9
-THREADS = max(1, min(4, os.cpu_count() or 1))
+#: threads for the scatter path's independent passes (facts without ``o_groups``: the frame path).
+#: Measured on 2 cores with other work running (docs/performance.md): a pool of 2 was no faster than
+#: none and lost most under contention, so none by default; ``bench/segments.py --threads`` re-measures.
+THREADS = 1
 MICROS = 1_000_000
 
 IntArray = npt.NDArray[np.int64]
@@ -217,7 +219,7 @@ class CustomerTable:
         def discounts() -> IntArray:  # a subset (about a third of the orders): less memory than weights
             return np.bincount(c_codes[f.o_discount], minlength=n + 1)[:n].astype(np.int64)
 
-        # independent scatter passes over all orders; numpy releases the GIL, so two cores share them
+        # independent scatter passes over all orders; numpy releases the GIL, so cores can share them
         with ThreadPoolExecutor(THREADS) as pool:
             first = pool.submit(group_extreme, c_codes, f.o_ns, n + 1, latest=False)
             last = pool.submit(group_extreme, c_codes, f.o_ns, n + 1, latest=True)

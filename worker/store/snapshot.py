@@ -121,21 +121,28 @@ class _Orders(_Columns):
 
     def __init__(self, row: npt.NDArray[np.int64], data: dict[str, npt.NDArray[Any]]) -> None:
         super().__init__(np.empty(0, np.int64), {})
-        self.key = np.empty(0, np.int64)
         self.at = np.empty(0, np.int32)
         self.starts = np.empty(0, np.int64)
         self.upsert(_Columns(row, data))
 
+    @property
+    def key(self) -> npt.NDArray[np.int64]:
+        """Run key of every position (sorted); derived on use, not held (10M int64 would be 80 MB)."""
+        if not self.data:
+            return np.empty(0, np.int64)
+        return group_key(self.data["o_cid"], self.data["o_email"])
+
     def upsert(self, new: _Columns) -> bool:
         if len(new.row) == 0:
             return True
+        key = self.key
         new_key = group_key(new.data["o_cid"], new.data["o_email"])
         known = new.row < len(self.at)
         pos = np.full(len(new.row), -1, dtype=np.int64)
         pos[known] = self.at[new.row[known]]
         found = pos >= 0
         stay = found.copy()
-        stay[found] = self.key[pos[found]] == new_key[found]
+        stay[found] = key[pos[found]] == new_key[found]
         for name, column in self.data.items():  # same run: replaced in place
             column[pos[stay]] = new.data[name][stay]
         moved = pos[found & ~stay]
@@ -143,31 +150,33 @@ class _Orders(_Columns):
         if len(fresh) == 0:
             return True
         if len(self.row) == 0 and bool((new_key[1:] >= new_key[:-1]).all()):  # a grouped cache file
-            self.row, self.key, self.data = new.row, new_key, dict(new.data)
-            self._index()
+            self.row, self.data = new.row, dict(new.data)
+            self._index(new_key)
             return True
         fresh = fresh[np.argsort(new_key[fresh], kind="stable")]
         keep = None
         if len(moved):  # the old positions of orders that change runs
             keep = np.ones(len(self.row), dtype=bool)
             keep[moved] = False
-        kept_key = self.key if keep is None else self.key[keep]
+        kept_key = key if keep is None else key[keep]
+        del key
         where = np.searchsorted(kept_key, new_key[fresh], side="right")
         # one column at a time: the old one is freed before the next grows
         self.row = np.insert(self.row if keep is None else self.row[keep], where, new.row[fresh])
-        self.key = np.insert(kept_key, where, new_key[fresh])
+        key = np.insert(kept_key, where, new_key[fresh])
+        del kept_key
         names = list(self.data) or list(new.data)
         for name in names:
             old = self.data.get(name)
             base = new.data[name][:0] if old is None else old if keep is None else old[keep]
             self.data[name] = np.insert(base, where, new.data[name][fresh])
-        self._index()
+        self._index(key)
         return True
 
-    def _index(self) -> None:
+    def _index(self, key: npt.NDArray[np.int64]) -> None:
         self.at = np.full(int(self.row.max()) + 1, -1, dtype=np.int32)  # positions < 2**31
         self.at[self.row] = np.arange(len(self.row), dtype=np.int32)
-        self.starts = group_starts(self.key)
+        self.starts = group_starts(key)
 
 
 ORDER_FIELDS = (
