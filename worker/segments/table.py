@@ -240,7 +240,9 @@ class CustomerTable:
         f, n = self.facts, self.n
         self.runs = runs
         big, small = np.iinfo(np.int64).max, np.iinfo(np.int64).min
-        self.counted = counted = ~f.o_test & ~f.o_cancelled  # orders of excluded runs count in row n only
+        # logical_not, not ~: the flags of a store with no orders can come as empty non-bool arrays
+        counted = np.logical_not(f.o_test) & np.logical_not(f.o_cancelled)
+        self.counted = counted  # orders of excluded runs count in row n only
         # counts and discounted counts in one pass: discounted ones in the high 32 bits (counts < 2**31)
         both = runs.sum(counted.view(np.int8) + (counted & f.o_discount).astype(np.int64) * (1 << 32))[:n]
         self.order_count = both & 0xFFFFFFFF
