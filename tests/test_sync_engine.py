@@ -223,3 +223,30 @@ def test_status_keeps_a_mappings_last_problem_after_a_clean_run(database_url: st
     assert f"m: last problem: run #{first}" in text and "partial: 3 rejected" in text
     assert "audience-sync status --history m" in text
     store.dispose()
+
+
+def test_status_says_what_the_platform_reported_on_the_last_run(sqlite_url: str) -> None:
+    from worker.status import render_status, status_report
+
+    store = open_store(sqlite_url)
+    run = store.start_run("sync", "buyers-google")
+    counts = {
+        "added": 3,
+        "dest_request_statuses": {"PARTIAL_SUCCESS": 1, "SUCCESS": 2},
+        "dest_match_rate_ranges": {"MATCH_RATE_RANGE_51_TO_60": 3},
+        "dest_processing_errors": {"PROCESSING_ERROR_REASON_INVALID_FORMAT": 1},
+    }
+    store.finish_run(run, "ok", counts)
+    quiet = store.start_run("sync", "m")
+    store.finish_run(quiet, "ok", {"added": 0})
+    report = status_report(store)
+    by_name = {m["mapping"]: m for m in report["mappings"]}
+    assert by_name["m"]["platform_report"] is None
+    assert by_name["buyers-google"]["platform_report"]["processing_errors"] == {
+        "PROCESSING_ERROR_REASON_INVALID_FORMAT": 1
+    }
+    assert (
+        "buyers-google: the platform reported on the last run: requests partial success x1, success x2; "
+        "match rate 51-60% x3; processing errors invalid format x1"
+    ) in render_status(report)
+    store.dispose()

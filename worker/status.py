@@ -64,6 +64,7 @@ def status_report(store: Store) -> dict[str, Any]:
                 **run_dict(run),
                 "last_problem": run_dict(problem) if problem is not None and problem.id != run.id else None,
                 "rejected_now": len(store.rejected(run.mapping)),
+                "platform_report": platform_report(run.counts),
             }
         )
     return {
@@ -77,6 +78,29 @@ def status_report(store: Store) -> dict[str, Any]:
         ],
         "bulk_exports": bulk_exports(store),
     }
+
+
+def platform_report(counts: dict[str, Any]) -> dict[str, dict[str, int]] | None:
+    """What the platform said of the last run's requests after the fact (Google's ``requestStatus``:
+    statuses, match-rate ranges, processing errors), when the destination reports it."""
+    report: dict[str, dict[str, int]] = {}
+    for name in ("request_statuses", "match_rate_ranges", "processing_errors"):
+        value = counts.get(f"dest_{name}")
+        if isinstance(value, dict) and value:
+            report[name] = {str(k): int(v) for k, v in value.items()}
+    return report or None
+
+
+def _counted(values: dict[str, int]) -> str:
+    return ", ".join(f"{_plain(name)} x{n:,}" for name, n in sorted(values.items()))
+
+
+def _plain(name: str) -> str:
+    """``MATCH_RATE_RANGE_61_TO_70`` -> ``61-70%``; ``PROCESSING_ERROR_REASON_INVALID_FORMAT`` -> ``invalid format``."""
+    bounds = name.removeprefix("MATCH_RATE_RANGE_").split("_TO_")
+    if name.startswith("MATCH_RATE_RANGE_") and len(bounds) == 2:
+        return f"{bounds[0]}-{bounds[1]}%"
+    return name.removeprefix("PROCESSING_ERROR_REASON_").removeprefix("MATCH_RATE_RANGE_").lower().replace("_", " ")
 
 
 def bulk_exports(store: Store) -> list[dict[str, Any]]:
@@ -179,6 +203,18 @@ def render_status(report: dict[str, Any], *, empty_hint: str = "") -> str:
             )
         if r["rejected_now"]:
             notes.append(f"  {r['mapping']}: {r['rejected_now']} members rejected by the destination, not re-sent")
+        reported = r.get("platform_report")
+        if reported:
+            said = [
+                f"{label} {_counted(reported[key])}"
+                for key, label in (
+                    ("request_statuses", "requests"),
+                    ("match_rate_ranges", "match rate"),
+                    ("processing_errors", "processing errors"),
+                )
+                if key in reported
+            ]
+            notes.append(f"  {r['mapping']}: the platform reported on the last run: {'; '.join(said)}")
     for r in report["steps"]:
         if r["error"]:
             notes.append(f"  {r['step']}: {r['error']}")
