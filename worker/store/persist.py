@@ -174,6 +174,44 @@ def _many(conn: Connection, sql: str, rows: Iterable[tuple[Any, ...]]) -> None:
         conn.exec_driver_sql(sql, batch)
 
 
+def _copy(conn: Connection, table: str, columns: Sequence[str], rows: Iterable[tuple[Any, ...]]) -> None:
+    """PostgreSQL's own bulk path: ``COPY ... FROM STDIN`` on the transaction's connection."""
+    raw = conn.connection.driver_connection
+    with raw.cursor() as cursor, cursor.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as copy:  # type: ignore[union-attr]
+        for row in rows:
+            copy.write_row(row)
+
+
+def _insert(conn: Connection, mark: str, table: str, columns: Sequence[str], rows: Iterable[tuple[Any, ...]]) -> None:
+    """Rows that are new to ``table``: COPY on PostgreSQL (the first write at 1M customers is
+    millions of rows), one cached statement run as executemany elsewhere."""
+    if conn.dialect.name == "postgresql":
+        _copy(conn, table, columns, rows)
+    else:
+        _many(conn, f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join([mark] * len(columns))})", rows)
+
+
+def _upsert_profiles(conn: Connection, mark: str, rows: Iterable[tuple[Any, ...]]) -> None:
+    columns = ("customer_key", *PROFILE_COLUMNS)
+    updates = ", ".join(f"{c} = excluded.{c}" for c in PROFILE_COLUMNS)
+    if conn.dialect.name == "postgresql":  # COPY into a scratch table, then one upsert from it
+        conn.exec_driver_sql("CREATE TEMP TABLE profiles_in (LIKE profiles INCLUDING DEFAULTS) ON COMMIT DROP")
+        _copy(conn, "profiles_in", columns, rows)
+        conn.exec_driver_sql(
+            f"INSERT INTO profiles ({', '.join(columns)}) SELECT {', '.join(columns)} FROM profiles_in "
+            f"ON CONFLICT (customer_key) DO UPDATE SET {updates}"
+        )
+        conn.exec_driver_sql("DROP TABLE profiles_in")
+        return
+    marks = ", ".join([mark] * len(columns))
+    _many(
+        conn,
+        f"INSERT INTO profiles ({', '.join(columns)}) VALUES ({marks}) "
+        f"ON CONFLICT (customer_key) DO UPDATE SET {updates}",
+        rows,
+    )
+
+
 def persist(
     store: Store, table: CustomerTable, masks: Mapping[str, Mask], written: Written | None
 ) -> tuple[dict[str, dict[str, int]], Written]:
@@ -190,21 +228,13 @@ def persist(
         else:
             before = _cold(conn, table, profile, key_text, names)
         mark = _marker(conn)
-        marks = ", ".join([mark] * (len(PROFILE_COLUMNS) + 1))
-        updates = ", ".join(f"{c} = excluded.{c}" for c in PROFILE_COLUMNS)
         if before.gone_profiles:
             _many(conn, f"DELETE FROM profiles WHERE customer_key = {mark}", ((k,) for k in before.gone_profiles))
         rows = np.flatnonzero(~before.same)
         if len(rows):
             columns = [key_text[rows].tolist(), *_texts(table, profile, rows)]
-            _many(
-                conn,
-                f"INSERT INTO profiles (customer_key, {', '.join(PROFILE_COLUMNS)}) VALUES ({marks}) "
-                f"ON CONFLICT (customer_key) DO UPDATE SET {updates}",
-                zip(*columns, strict=True),
-            )
+            _upsert_profiles(conn, mark, zip(*columns, strict=True))
         leave = f"DELETE FROM segment_members WHERE segment = {mark} AND customer_key = {mark}"
-        join = f"INSERT INTO segment_members (segment, customer_key) VALUES ({mark}, {mark})"
         member = np.zeros((table.n, len(names)), dtype=bool)
         moved = ~before.same
         joins: dict[str, list[str]] = {}
@@ -216,7 +246,8 @@ def persist(
             joined = key_text[new & ~old].tolist()
             moved |= new & ~old
             _many(conn, leave, ((name, k) for k in left))
-            _many(conn, join, ((name, k) for k in joined))
+            if joined:
+                _insert(conn, mark, "segment_members", ("segment", "customer_key"), ((name, k) for k in joined))
             joins[name], leaves[name] = joined, left
             changes[name] = {"size": int(new.sum()), "joined": len(joined), "left": len(left)}
         for name in before.stale:
