@@ -24,8 +24,9 @@ from typing import Any
 
 from connectors.kernel.bulk import BulkChunk, BulkExport, BulkJob, BulkUrlExpired
 from connectors.kernel.errors import ConfigError, PermanentError, RetryableError
+from connectors.kernel.records import Page
 from connectors.kernel.source import Source
-from worker.ingest import Validated, validate_customers, validate_orders, validate_staged_lines
+from worker.ingest import Validated, validate_staged_lines
 from worker.settings import Settings
 from worker.store import Store, utcnow
 from worker.store.bulk import BulkRow, rejected_marker
@@ -79,10 +80,8 @@ class Backfill:
         export: BulkExport,
         settings: Settings,
         *,
-        store_chunk: Callable[[Validated], list[tuple[str, str]]],
+        ingest_page: Callable[[Page], tuple[Validated, list[tuple[str, str]]]],
         report: Callable[[list[tuple[str, str]]], None],
-        suppression: tuple[set[str], set[str]],
-        suppress: Callable[[Validated, set[str], set[str]], int],
         progress: Callable[[dict[str, Any]], None] | None,
         deadline: float | None,
         sleep: Callable[[float], None],
@@ -91,15 +90,13 @@ class Backfill:
         self.source = source
         self.export = export
         self.settings = settings
-        self.store_chunk = store_chunk
+        #: a page through the pull's own path (validate, drop erased people, store): its problems
+        self.ingest_page = ingest_page
         self.report = report
-        self.suppression = suppression
-        self.suppress = suppress
         self.progress = progress
         self.deadline = deadline
         self.sleep = sleep
         self.outcome = BackfillOutcome()
-        self.suppressed = 0
 
     # -- which streams ----------------------------------------------------------------------------
     def rows(self, force: bool) -> list[BulkRow]:
@@ -293,26 +290,19 @@ class Backfill:
 
     # -- helpers ----------------------------------------------------------------------------------
     def _store(self, row: BulkRow, chunk: BulkChunk, counts: dict[str, Any]) -> None:
-        checked = Validated()
-        validate_customers(chunk.page.customers, self.settings.default_phone_region, into=checked)
-        validate_orders(chunk.page.orders, into=checked)
-        hashes, ids = self.suppression
-        dropped: list[str] = []
-        if hashes or ids:
-            offered = [r["order_id"] for r in checked.orders]
-            self.suppressed += self.suppress(checked, hashes, ids)
-            kept = {r["order_id"] for r in checked.orders}
-            dropped = [order_id for order_id in offered if order_id not in kept]
-        refused = self.store_chunk(checked)
+        checked, problems = self.ingest_page(chunk.page)
         lines, bad_lines, line_warnings = validate_staged_lines(chunk.children)
-        problems = [(p.ref, p.reason) for p in chunk.page.problems] + checked.rejected + refused + bad_lines
-        # a refused order's line items (before or after it in the file) are not orphans: mark it
+        problems += bad_lines
+        # the line items of an order not stored (refused, or of an erased person), before or after it
+        # in the file, are not orphans: mark the order
+        kept = {r["order_id"] for r in checked.orders}
+        dropped = [o.order_id for o in chunk.page.orders if o.order_id not in kept]
         markers = [rejected_marker(ref) for ref in dict.fromkeys([ref for ref, _ in problems] + dropped)]
         self.store.stage_bulk_lines(row.id, lines + markers)
         self.report(problems + [(r, f"warning: {w}") for r, w in checked.warnings + line_warnings])
         records = len(chunk.page.orders) + len(chunk.page.customers)
         counts["records"] = int(counts.get("records", 0)) + records
-        counts["staged_lines"] = int(counts.get("staged_lines", 0)) + len(lines) - len(markers)
+        counts["staged_lines"] = int(counts.get("staged_lines", 0)) + len(lines)
         counts["problems"] = int(counts.get("problems", 0)) + len(problems)
 
     def _update(self, row: BulkRow, **values: Any) -> BulkRow:

@@ -19,6 +19,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError, SQLAlchemyError
 
 from connectors.kernel.errors import ConfigError, ConnectorError
 from connectors.kernel.identifiers import sha256_hex
+from connectors.kernel.records import Page
 from connectors.kernel.redact import redact
 from connectors.kernel.runtime import Runtime
 from connectors.kernel.source import Source
@@ -64,21 +65,14 @@ def _bulk_first(
         return
     from worker.backfill import Backfill
 
-    def report(problems: list[tuple[str, str]]) -> None:
-        store.add_problems(run_id, source.kind, problems)
-        warned = sum(1 for _, reason in problems if reason.startswith("warning:"))
-        result.warnings += warned
-        result.rejected += len(problems) - warned
-
+    suppression = store.suppressed()
     backfill = Backfill(
         store,
         source,
         export,
         settings,
-        store_chunk=lambda checked: store_page(store, checked, result),
-        report=report,
-        suppression=store.suppressed(),
-        suppress=suppress,
+        ingest_page=lambda page: ingest_page(store, page, settings, suppression, result),
+        report=lambda problems: record_problems(store, run_id, source.kind, result, problems),
         progress=progress,
         deadline=deadline,
         sleep=runtime.sleep,
@@ -87,7 +81,6 @@ def _bulk_first(
         outcome = backfill.run(force=force)
     finally:
         result.bulk = backfill.outcome.streams
-        result.suppressed += backfill.suppressed
     result.more = outcome.more
 
 
@@ -235,6 +228,31 @@ def store_page(store: Store, checked: Validated, result: PullResult) -> list[tup
     return refused_customers + refused_orders
 
 
+def ingest_page(
+    store: Store, page: Page, settings: Settings, suppression: tuple[set[str], set[str]], result: PullResult
+) -> tuple[Validated, list[tuple[str, str]]]:
+    """The path of every page a source gives (paged or a bulk export's chunk): validate, drop
+    erased people, store. Returns what was stored and the problems (the source's, the
+    validator's, the database's)."""
+    checked = Validated()
+    validate_customers(page.customers, settings.default_phone_region, into=checked)
+    validate_orders(page.orders, into=checked)
+    hashes, ids = suppression
+    if hashes or ids:
+        result.suppressed += suppress(checked, hashes, ids)
+    refused = store_page(store, checked, result)
+    return checked, [(p.ref, p.reason) for p in page.problems] + checked.rejected + refused
+
+
+def record_problems(store: Store, run_id: int, kind: str, result: PullResult, problems: list[tuple[str, str]]) -> None:
+    """Keep a run's problems; those marked ``warning:`` (a field cleared, an old store re-read in
+    full) count as warnings, the rest as bad records."""
+    store.add_problems(run_id, kind, problems)
+    warned = sum(1 for _, reason in problems if reason.startswith("warning:"))
+    result.warnings += warned
+    result.rejected += len(problems) - warned
+
+
 def pull(
     store: Store,
     config: AppConfig,
@@ -259,7 +277,7 @@ def pull(
     overlap = timedelta(minutes=settings.overlap_minutes)
     reported = 0.0
     try:
-        erased_hashes, erased_ids = store.suppressed()
+        suppression = store.suppressed()
         _bulk_first(store, source, settings, runtime, result, run_id, progress, deadline, force_bulk)
         for stream in source.streams:
             if result.more:
@@ -270,18 +288,9 @@ def pull(
                 # the daily reconcile re-reads further back than the overlap: late edits, clock skew
                 since = min(since, (now or utc_now()) - timedelta(hours=reread_hours))
             for page in source.pull(stream, since):
-                checked = Validated()
-                validate_customers(page.customers, settings.default_phone_region, into=checked)
-                validate_orders(page.orders, into=checked)
-                if erased_hashes or erased_ids:
-                    result.suppressed += suppress(checked, erased_hashes, erased_ids)
-                refused = store_page(store, checked, result)
-                problems = [(p.ref, p.reason) for p in page.problems] + checked.rejected + refused
-                store.add_problems(run_id, source.kind, problems + [(r, f"warning: {w}") for r, w in checked.warnings])
-                # a source's own warnings (an old store re-read in full, say) are warnings, not bad records
-                warned = sum(1 for _, reason in problems if reason.startswith("warning:"))
-                result.rejected += len(problems) - warned
-                result.warnings += len(checked.warnings) + warned
+                checked, problems = ingest_page(store, page, settings, suppression, result)
+                warnings = [(r, f"warning: {w}") for r, w in checked.warnings]
+                record_problems(store, run_id, source.kind, result, problems + warnings)
                 result.pages += 1
                 if page.max_updated_at and (watermark is None or page.max_updated_at > watermark):
                     watermark = page.max_updated_at
