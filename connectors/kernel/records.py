@@ -73,6 +73,21 @@ class CustomerRecord:
     country: str | None = None
 
 
+# -- reading a source's JSON: shared by the sources' record parsers ------------------------------
+class Unreadable(Exception):
+    """An unusable node, with a reason that names fields, never values (no PII)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def obj(node: Any, key: str) -> dict[str, Any]:
+    """``node[key]`` when both are JSON objects, else an empty one (a missing branch reads as empty)."""
+    value = node.get(key) if isinstance(node, dict) else None
+    return value if isinstance(value, dict) else {}
+
+
 @dataclass(frozen=True)
 class Problem:
     """A record that could not be used, with where it came from and why (never its PII)."""

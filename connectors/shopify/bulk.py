@@ -24,8 +24,8 @@ import httpx
 
 from connectors.kernel.bulk import BulkChunk, BulkExport, BulkJob, BulkStartRefused, ChildLine, download_resumable
 from connectors.kernel.errors import ConnectorError, PermanentError, RetryableError
-from connectors.kernel.records import CustomerRecord, OrderRecord, Page, Problem
-from connectors.shopify.parsing import Unreadable, parse_customer, parse_line, parse_order
+from connectors.kernel.records import CustomerRecord, OrderRecord, Page, Problem, Unreadable
+from connectors.shopify.parsing import parse_customer, parse_line, parse_order
 
 log = logging.getLogger(__name__)
 

@@ -10,20 +10,7 @@ from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from connectors.kernel.records import Consent, CustomerRecord, LineItem, OrderRecord
-
-
-class Unreadable(Exception):
-    """An unusable node, with a reason that names fields, never values (no PII)."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
-
-
-def obj(node: Any, key: str) -> dict[str, Any]:
-    value = node.get(key) if isinstance(node, dict) else None
-    return value if isinstance(value, dict) else {}
+from connectors.kernel.records import Consent, CustomerRecord, LineItem, OrderRecord, Unreadable, obj
 
 
 def _text(node: dict[str, Any], key: str) -> str | None:

@@ -36,17 +36,15 @@ from connectors.kernel.credentials import RefreshingAuth, TokenPair
 from connectors.kernel.error_table import ErrorTable, Found, Rule
 from connectors.kernel.errors import ConfigError, PermanentError, RateLimitedError, RetryableError
 from connectors.kernel.http import JSON, HttpConnector
-from connectors.kernel.records import OrderRecord, Page, Problem
+from connectors.kernel.records import OrderRecord, Page, Problem, Unreadable, obj
 from connectors.kernel.retry import RetryPolicy
 from connectors.kernel.runtime import Runtime
 from connectors.kernel.source import Source, SourceConfig
-from connectors.shopify.parsing import Unreadable, obj, parse_customer, parse_lines, parse_order
+from connectors.shopify.parsing import parse_customer, parse_lines, parse_order
 
 if TYPE_CHECKING:
     from connectors.shopify.tokens import ShopifyTokens
 
-#: the parsers' old names (kept for callers written against source.py)
-_parse_customer, _parse_order, _Unreadable = parse_customer, parse_order, Unreadable
 
 log = logging.getLogger(__name__)
 

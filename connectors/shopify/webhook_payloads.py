@@ -6,7 +6,7 @@ Pure functions over an already-parsed JSON body, no I/O. ``orders/create``, ``or
 ``customers_email_marketing_consent/update`` -> :func:`parse_consent_payload`. A body that cannot be read
 raises :class:`WebhookPayloadError`, whose reason names fields, never values (no PII).
 
-Each record field means what ``source.py`` reads over GraphQL (``_parse_order`` / ``_parse_customer``):
+Each record field means what ``parsing.py`` reads over GraphQL (``parse_order`` / ``parse_customer``):
 ids are the GraphQL gids (``admin_graphql_api_id``, else ``gid://shopify/<Type>/{id}``); ``total`` and
 ``currency`` come from ``current_total_price_set.shop_money`` (``currentTotalPriceSet.shopMoney``);
 ``cancelled`` means ``cancelled_at`` is set; line items give ``product_id`` (as a Product gid), ``sku`` and
@@ -60,6 +60,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from connectors.kernel.records import Consent, CustomerRecord, LineItem, OrderRecord
+from connectors.kernel.records import obj as _obj
 
 
 class WebhookPayloadError(ValueError):
@@ -217,11 +218,6 @@ def _gid(node: dict[str, Any], kind: str) -> str:
     if isinstance(legacy, int) and not isinstance(legacy, bool) and legacy > 0:
         return f"gid://shopify/{kind}/{legacy}"
     raise WebhookPayloadError("missing id")
-
-
-def _obj(node: Any, key: str) -> dict[str, Any]:
-    value = node.get(key) if isinstance(node, dict) else None
-    return value if isinstance(value, dict) else {}
 
 
 def _list(node: dict[str, Any], key: str) -> list[Any]:

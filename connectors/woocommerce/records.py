@@ -31,7 +31,8 @@ from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from connectors.kernel.records import Consent, CustomerRecord, LineItem, OrderRecord
+from connectors.kernel.records import Consent, CustomerRecord, LineItem, OrderRecord, Unreadable
+from connectors.kernel.records import obj as _obj
 
 SOURCE = "woocommerce"
 NOT_COUNTED = frozenset({"pending", "failed", "cancelled", "refunded", "trash", "checkout-draft"})
@@ -53,14 +54,6 @@ CONSENT_VALUES = {
     "unsubscribed": Consent.UNSUBSCRIBED,
     "pending": Consent.PENDING,
 }
-
-
-class Unreadable(Exception):
-    """An unusable record, with a reason that names fields, never values (no PII)."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
 
 
 def order_ref(wc_id: int) -> str:
@@ -103,11 +96,6 @@ def modified_at(item: Any) -> datetime | None:
         )
     except Unreadable:
         return None
-
-
-def _obj(node: Any, key: str) -> dict[str, Any]:
-    value = node.get(key) if isinstance(node, dict) else None
-    return value if isinstance(value, dict) else {}
 
 
 def _text(node: Mapping[str, Any], key: str) -> str | None:

@@ -26,7 +26,7 @@ import httpx
 from pydantic import Field, field_validator
 
 from connectors.kernel.errors import ConfigError, PermanentError
-from connectors.kernel.records import CustomerRecord, OrderRecord, Page, Problem
+from connectors.kernel.records import CustomerRecord, OrderRecord, Page, Problem, Unreadable
 from connectors.kernel.runtime import Runtime
 from connectors.kernel.source import Source, SourceConfig
 from connectors.woocommerce.client import (
@@ -48,7 +48,6 @@ from connectors.woocommerce.reading import (
 )
 from connectors.woocommerce.records import (
     NOT_COUNTED,
-    Unreadable,
     customer_ref,
     item_id,
     modified_at,
