@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from connectors.google import VENDOR
 from connectors.google.auth import GoogleAuth, TokenTransport, is_local, load_credentials
@@ -39,6 +39,7 @@ from connectors.kernel.destination import (
     BatchResult,
     Destination,
     DestinationConfig,
+    KeyedOptions,
     MappingOptions,
     Rejection,
     chunks,
@@ -98,15 +99,8 @@ class GoogleConfig(DestinationConfig):
     status_budget_seconds: float = Field(default=30.0, ge=0)
 
 
-class GoogleOptions(MappingOptions):
+class GoogleOptions(KeyedOptions):
     keys: list[Key] = Field(default_factory=lambda: list(KEYS))
-
-    @field_validator("keys")
-    @classmethod
-    def _distinct(cls, keys: list[Key]) -> list[Key]:
-        if not keys or len(set(keys)) != len(keys):
-            raise ValueError("keys must be a non-empty list without repeats")
-        return keys
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal, Protocol, TypeVar
 
-from pydantic import BaseModel, ConfigDict, SecretStr
+from pydantic import BaseModel, ConfigDict, SecretStr, field_validator
 
 from connectors.kernel.errors import ConfigError
 from connectors.kernel.http import HttpConnector
@@ -42,6 +42,22 @@ class MappingOptions(BaseModel):
     """Per-mapping options a destination understands (``[mappings.options]``)."""
 
     model_config = ConfigDict(extra="forbid")
+
+
+class KeyedOptions(MappingOptions):
+    """Options of a destination that matches on a chosen list of identifier keys (Meta, Google,
+    TikTok): a subclass narrows ``keys`` to its own key names and default."""
+
+    #: what the error adds about the allowed keys
+    keys_hint: ClassVar[str] = ""
+    keys: list[Any]
+
+    @field_validator("keys")
+    @classmethod
+    def _distinct(cls, keys: list[Any]) -> list[Any]:
+        if not keys or len(set(keys)) != len(keys):
+            raise ValueError(f"keys must be a non-empty list{cls.keys_hint} without repeats")
+        return keys
 
 
 @dataclass(frozen=True)

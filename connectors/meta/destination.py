@@ -13,12 +13,13 @@ from dataclasses import asdict, dataclass
 from typing import Any, Literal
 from urllib.parse import quote
 
-from pydantic import Field, field_validator
+from pydantic import Field
 
 from connectors.kernel.destination import (
     BatchResult,
     Destination,
     DestinationConfig,
+    KeyedOptions,
     MappingOptions,
     Rejection,
 )
@@ -67,17 +68,10 @@ class MetaConfig(DestinationConfig):
     burst: float = Field(default=10.0, ge=1)
 
 
-class MetaOptions(MappingOptions):
+class MetaOptions(KeyedOptions):
     keys: list[MetaKey] = Field(default_factory=lambda: list(DEFAULT_KEYS))
     #: never remove (Meta may refuse removals, e.g. from small audiences): adds only
     additive: bool = False
-
-    @field_validator("keys")
-    @classmethod
-    def _distinct(cls, keys: list[MetaKey]) -> list[MetaKey]:
-        if not keys or len(set(keys)) != len(keys):
-            raise ValueError("keys must be a non-empty list without repeats")
-        return keys
 
 
 @dataclass

@@ -11,11 +11,18 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field
 
-from connectors.kernel.destination import BatchResult, Destination, DestinationConfig, MappingOptions, Rejection
+from connectors.kernel.destination import (
+    BatchResult,
+    Destination,
+    DestinationConfig,
+    KeyedOptions,
+    MappingOptions,
+    Rejection,
+)
 from connectors.kernel.errors import ConfigError, PermanentError
 from connectors.kernel.http import HeaderAuth
 from connectors.kernel.records import Member
@@ -56,15 +63,9 @@ class TikTokConfig(DestinationConfig):
     burst: float = Field(default=5.0, ge=1)
 
 
-class TikTokOptions(MappingOptions):
+class TikTokOptions(KeyedOptions):
+    keys_hint: ClassVar[str] = " of EMAIL and PHONE"
     keys: list[TikTokKey] = Field(default_factory=lambda: list(DEFAULT_KEYS))
-
-    @field_validator("keys")
-    @classmethod
-    def _distinct(cls, keys: list[TikTokKey]) -> list[TikTokKey]:
-        if not keys or len(set(keys)) != len(keys):
-            raise ValueError("keys must be a non-empty list of EMAIL and PHONE without repeats")
-        return keys
 
 
 class TikTokDestination(Destination):
