@@ -105,6 +105,15 @@ class Page:
     problems: list[Problem] = field(default_factory=list)
     max_updated_at: datetime | None = None
 
+    def add(self, record: OrderRecord | CustomerRecord) -> None:
+        """Keep a usable record, and the page's newest update time with it."""
+        if isinstance(record, OrderRecord):
+            self.orders.append(record)
+        else:
+            self.customers.append(record)
+        if self.max_updated_at is None or record.updated_at > self.max_updated_at:
+            self.max_updated_at = record.updated_at
+
 
 @dataclass(frozen=True)
 class Member:

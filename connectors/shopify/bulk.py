@@ -195,12 +195,7 @@ def _read_line(
     except Unreadable as exc:
         chunk.page.problems.append(Problem(gid or ref, exc.reason))
         return
-    if isinstance(record, OrderRecord):
-        chunk.page.orders.append(record)
-    else:
-        chunk.page.customers.append(record)
-    if chunk.page.max_updated_at is None or record.updated_at > chunk.page.max_updated_at:
-        chunk.page.max_updated_at = record.updated_at
+    chunk.page.add(record)
 
 
 def _job(operation: dict[str, Any]) -> BulkJob:

@@ -408,12 +408,7 @@ class ShopifySource(Source):
             except Unreadable as exc:
                 page.problems.append(Problem(ref=ref, reason=exc.reason))
                 continue
-            if isinstance(record, OrderRecord):
-                page.orders.append(record)
-            else:
-                page.customers.append(record)
-            if page.max_updated_at is None or record.updated_at > page.max_updated_at:
-                page.max_updated_at = record.updated_at
+            page.add(record)
         self.problems += len(page.problems)
         return page
 

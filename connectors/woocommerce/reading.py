@@ -166,12 +166,7 @@ def records_of(page: Page) -> list[Record]:
 def _page_of(records: list[Record], problems: list[Problem] | None = None) -> Page:
     page = Page(problems=list(problems or []))
     for record in records:
-        if isinstance(record, OrderRecord):
-            page.orders.append(record)
-        else:
-            page.customers.append(record)
-        if page.max_updated_at is None or record.updated_at > page.max_updated_at:
-            page.max_updated_at = record.updated_at
+        page.add(record)
     return page
 
 

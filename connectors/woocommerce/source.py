@@ -201,14 +201,11 @@ class WooCommerceSource(Source):
         for k, item in enumerate(items, start=1):
             try:
                 if stream == "orders":
-                    page.orders.append(parse_order(item, consent_key=consent_key, not_counted=self.not_counted))
+                    page.add(parse_order(item, consent_key=consent_key, not_counted=self.not_counted))
                 else:
-                    page.customers.append(parse_customer(item, consent_key=consent_key))
+                    page.add(parse_customer(item, consent_key=consent_key))
             except Unreadable as exc:
                 page.problems.append(Problem(ref=_ref(stream, item, k), reason=exc.reason))
-        for record in records_of(page):
-            if page.max_updated_at is None or record.updated_at > page.max_updated_at:
-                page.max_updated_at = record.updated_at
         page.problems += [Problem(stream, finding) for finding in self.client.encoding_problems]
         self.client.encoding_problems.clear()
         self.problems += len(page.problems)
