@@ -35,6 +35,8 @@ ADDED_TABLES = {
     5: ["segment_history", "web_sessions"],
     6: ["bulk_operations", "bulk_lines", "webhook_inbox", "source_credentials"],
 }
+#: tables Alembic revisions after the baseline added (no hand-written version ever had them)
+AFTER_BASELINE = {"sync_parts", "sync_work"}
 ADDED_COLUMNS = {
     2: {"orders": ["ingest_seq", "row_no"], "customers": ["ingest_seq", "row_no"]},
     4: {"acknowledged": ["erasure_id"], "erasures": ["kind", "origin"]},
@@ -123,7 +125,7 @@ def old_database(engine: Engine, version: int) -> None:
     """A database as the hand-written migrations left it at ``version`` (their v1 was ``create_all``
     of the current metadata, so a new database got every table at once), with a few rows."""
     later = {v: t for v, t in ADDED_TABLES.items() if v > version}
-    skip_tables = {name for names in later.values() for name in names}
+    skip_tables = {name for names in later.values() for name in names} | AFTER_BASELINE
     skip_columns: dict[str, set[str]] = {}
     for v, tables in ADDED_COLUMNS.items():
         if v > version:
@@ -172,19 +174,29 @@ def test_the_head_creates_exactly_the_schema_of_schema_py(new_database: Callable
             assert compare_metadata(MigrationContext.configure(conn, opts={"compare_type": True}), metadata) == []
         assert revision_of(migrated) == [LATEST]
         seeded = rows(migrated)
-        assert seeded["schema_version"] == [(6,)] and seeded["results_state"] == [(1, 1)]
+        # past the baseline, the old program's version number is fenced: it refuses this database
+        fenced = 6 if LATEST == BASELINE else LEGACY_FENCE
+        assert seeded["schema_version"] == [(fenced,)] and seeded["results_state"] == [(1, 1)]
         assert [r[:4] for r in seeded["ingest_state"]] == [(1, 1, 1, 1)]
         assert migrate(migrated) == LATEST  # a second start changes nothing
 
 
-def test_a_v6_database_of_the_hand_written_path_is_stamped_not_altered(new_database: Callable[[], str]) -> None:
+def test_a_v6_database_of_the_hand_written_path_is_stamped_and_only_gains_the_later_revisions(
+    new_database: Callable[[], str],
+) -> None:
     with engine_of(new_database()) as engine:
         old_database(engine, 6)
         shape, data = structure(engine), rows(engine)
         assert migrate(engine) is None
-        assert revision_of(engine) == [BASELINE]
-        assert structure(engine) == shape
-        assert rows(engine) == data
+        assert revision_of(engine) == [LATEST]
+        after = structure(engine)
+        assert set(after) - set(shape) == AFTER_BASELINE
+        assert {name: after[name] for name in shape} == shape  # what it had is untouched
+        kept = rows(engine)
+        assert kept.pop("schema_version") == [(LEGACY_FENCE,)]  # the program from before Alembic refuses it now
+        assert {n: kept[n] for n in data if n != "schema_version"} == {
+            n: v for n, v in data.items() if n != "schema_version"
+        }
         assert migrate(engine) == LATEST
 
 
@@ -200,7 +212,7 @@ def test_an_older_hand_written_version_is_brought_to_6_then_stamped(
         # the same schema as a new database (v4 gave its new NOT NULL columns a default: ignored here)
         assert structure(engine, defaults=False) == structure(fresh, defaults=False)
         data = rows(engine)
-        assert data["schema_version"] == [(6,)]
+        assert data["schema_version"] == [(LEGACY_FENCE,)]
         assert len(data["ingest_state"]) == 1 and len(data["results_state"]) == 1
         with engine.connect() as conn:
             numbered = conn.execute(text("SELECT order_id, row_no, ingest_seq FROM orders ORDER BY order_id")).all()
@@ -299,7 +311,7 @@ def test_two_processes_starting_together_on_a_new_database_both_succeed(
     with engine_of(url) as engine:
         assert revision_of(engine) == [LATEST]
         data = rows(engine)
-        assert data["schema_version"] == [(6,)]
+        assert data["schema_version"] == [(LEGACY_FENCE,)]
         assert len(data["ingest_state"]) == 1 and len(data["results_state"]) == 1
 
 

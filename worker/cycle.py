@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -23,10 +24,11 @@ from worker.pull import PullResult, describe_error, pull, suppress, utc_now
 from worker.segments import segment_masks, table_from_facts
 from worker.segments.stats import segment_stats
 from worker.settings import Settings
+from worker.split import PartResult, run_part, settle_open_split
 from worker.store import FenceLost, Store, utcnow
 from worker.store.persist import persist
 from worker.store.snapshot import snapshot_for
-from worker.sync import MappingSync, Progress, SyncResult
+from worker.sync import MappingSync, Progress, Splitter, SyncResult
 
 log = logging.getLogger(__name__)
 
@@ -110,15 +112,32 @@ def sync_mapping(
     only_erasures: bool = False,
     deadline: float | None = None,
     resume_run: int | None = None,
+    split: Splitter | None = None,
+    dispatch: Dispatch | None = None,
 ) -> SyncResult:
     """Push one mapping's diff (or a full resync) and record the run.
 
     A sync owed in the store (a resync or full replace requested, an erasure's removals) is served
     here whoever asked for it; a full one makes this run full. ``deadline`` cuts the run into
     checkpointed parts: the result says ``more`` and a continuation resumes the same run row.
+
+    With ``split``, a large diff is written as parts instead (worker/split.py) and ``dispatch`` sends
+    them to the workers; while a split run still owes parts, a sync of the mapping sends those again
+    (the store, not the queue, says what is owed) rather than planning anew. Without ``dispatch``
+    the parts are sent here, one after another.
     """
     mapping = config.mapping(name)
     now = now or utc_now()
+    open_run, pending = settle_open_split(store, name)
+    if open_run is not None:
+        if only_erasures:
+            return SyncResult(
+                name,
+                status="deferred",
+                run_id=open_run,
+                error=f"split run {open_run} is still sending; the removals follow when it closes",
+            )
+        return _serve_parts(store, config, settings, runtime, name, open_run, pending, now, dispatch, destination)
     owed = store.sync_request(name)
     full = full or bool(owed and owed.full)
     previous = store.run(resume_run) if resume_run is not None else None
@@ -148,7 +167,15 @@ def sync_mapping(
             progress(counts)
 
     engine = MappingSync(
-        store, mapping, dest, config.options[name], run_id=run_id, progress=report, clock=lambda: now, deadline=deadline
+        store,
+        mapping,
+        dest,
+        config.options[name],
+        run_id=run_id,
+        progress=report,
+        clock=lambda: now,
+        deadline=deadline,
+        split=split,
     )
     try:
         result = engine.run(
@@ -168,6 +195,11 @@ def sync_mapping(
     if result.more:
         store.update_run(run_id, totals(result.counts()))
         return result
+    if result.parts:
+        store.update_run(run_id, {**result.counts(), "full": full})
+        return _serve_parts(
+            store, config, settings, runtime, name, run_id, list(range(result.parts)), now, dispatch, destination
+        )
     for key in _SUMMED:  # a continuation's row tells the whole run's story
         setattr(result, key, int(base.get(key) or 0) + getattr(result, key))
     store.finish_run(run_id, result.status, {**result.counts(), "full": full}, result.error)
@@ -178,3 +210,82 @@ def sync_mapping(
     if store.settle_erasures():
         store.flush_deleted()  # the last rows naming erased people are gone: from the disk too
     return result
+
+
+Dispatch = Callable[[int, list[int]], None]
+
+
+def sync_part(
+    store: Store,
+    config: AppConfig,
+    settings: Settings,
+    runtime: Runtime,
+    name: str,
+    run_id: int,
+    number: int,
+    *,
+    now: datetime | None = None,
+    progress: Progress | None = None,
+    deadline: float | None = None,
+    destination: Destination | None = None,
+) -> PartResult:
+    """Send one part of a split run (any worker; the run's fence keeps it from writing once superseded)."""
+    part = store.part(run_id, number)
+    if part is None or part.state != "pending":
+        return PartResult(run_id, number, "skipped")
+    mapping = config.mapping(name)
+    now = now or utc_now()
+    dest = destination or build_destination(
+        mapping.destination, config.destinations[mapping.destination], settings, runtime
+    )
+    engine = MappingSync(
+        store,
+        mapping,
+        dest,
+        config.options[name],
+        run_id=run_id,
+        progress=progress,
+        clock=lambda: now,
+        deadline=deadline,
+    )
+    try:
+        return run_part(engine, part)
+    finally:
+        if destination is None:
+            dest.close()
+
+
+def _serve_parts(
+    store: Store,
+    config: AppConfig,
+    settings: Settings,
+    runtime: Runtime,
+    name: str,
+    run_id: int,
+    pending: list[int],
+    now: datetime,
+    dispatch: Dispatch | None,
+    destination: Destination | None,
+) -> SyncResult:
+    """Hand a split run's pending parts to the workers, or send them here when there are none."""
+    if dispatch is not None:
+        dispatch(run_id, pending)
+        counts = store.run(run_id).counts
+        return SyncResult(name, status="running", run_id=run_id, parts=int(counts.get("parts") or len(pending)))
+    for number in pending:
+        sync_part(store, config, settings, runtime, name, run_id, number, now=now, destination=destination)
+    row = store.run(run_id)
+    counts = row.counts
+    return SyncResult(
+        name,
+        status=row.status,
+        segment_size=int(counts.get("segment_size") or 0),
+        eligible=int(counts.get("eligible") or 0),
+        added=int(counts.get("added") or 0),
+        removed=int(counts.get("removed") or 0),
+        rejected=int(counts.get("rejected") or 0),
+        erased_removed=int(counts.get("erased_removed") or 0),
+        error=row.error,
+        run_id=run_id,
+        parts=int(counts.get("parts") or 0),
+    )

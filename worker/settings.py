@@ -38,6 +38,10 @@ class Settings(BaseSettings):
     lock_wait_seconds: int = 900
     #: deliveries of one task id before it is given up as poison (e.g. killed by OOM every time)
     max_deliveries: int = 5
+    #: a sync with more adds and removes than this is written as parts that several workers send at
+    #: once (Celery workers; 0: never split); each part holds about ``sync_part_members``, in whole batches
+    split_sync_over: int = Field(default=100_000, ge=0)
+    sync_part_members: int = Field(default=25_000, ge=1)
     key_prefix: str = "audience-sync"
     #: Celery queue name (tests use their own so they never touch a deployment's queue)
     queue: str = "audience-sync"

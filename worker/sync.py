@@ -15,7 +15,7 @@ from collections import ChainMap, Counter
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 from connectors.kernel.destination import BatchResult, Destination, MappingOptions, Rejection
 from connectors.kernel.errors import ConfigError, ConnectorError, ContractViolation, LongPauseError, PermanentError
@@ -60,6 +60,8 @@ class SyncResult:
     run_id: int | None = None
     #: a sync was requested (or upgraded to full) while this one ran: another run is owed
     owed_again: bool = False
+    #: the diff was written as this many parts, sent by part tasks (the run stays running till then)
+    parts: int = 0
     destination_stats: dict[str, Any] = field(default_factory=dict)
 
     def counts(self) -> dict[str, Any]:
@@ -74,6 +76,7 @@ class SyncResult:
             "pending_removes": self.pending_removes,
             "erased_removed": self.erased_removed,
             "refreshed": self.refreshed,
+            **({"parts": self.parts} if self.parts else {}),
             "ineligible": dict(self.ineligible),
             "seconds": round(self.seconds, 3),
             **{f"dest_{k}": v for k, v in self.destination_stats.items()},
@@ -96,6 +99,14 @@ def desired_identities(
             continue
         desired[destination.identity(member, options)] = member
     return desired, ineligible
+
+
+class Splitter(Protocol):
+    """Decides whether a plan is sent as parts, and writes them (worker/split.py)."""
+
+    def wants(self, engine: MappingSync, plan: Plan) -> bool: ...
+
+    def write(self, engine: MappingSync, plan: Plan, result: SyncResult) -> None: ...
 
 
 class StoreMemory:
@@ -143,6 +154,7 @@ class MappingSync:
         progress: Progress | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         deadline: float | None = None,
+        split: Splitter | None = None,
     ) -> None:
         self.store = store
         self.mapping = mapping
@@ -153,6 +165,8 @@ class MappingSync:
         self.clock = clock
         #: monotonic time after which no new batch starts (the rest continues in a new task)
         self.deadline = deadline
+        #: a large diff is written as parts for several workers instead of sent here (worker/split.py)
+        self.split = split
 
     @property
     def additive(self) -> bool:
@@ -380,30 +394,43 @@ class MappingSync:
             return
         result.pending_adds, result.pending_removes = len(plan.diff.adds), len(plan.diff.removes)
         self.progress(result.counts())
+        if self.split is not None and self.split.wants(self, plan):
+            self.split.write(self, plan, result)
+            return
         size = self.destination.batch_size
         for batch in batches(plan.diff.adds, size):
             if self._out_of_time(result):
                 return
-            sent = {i: plan.desired[i].key for i in batch}
-            self.store.begin_batch(self.mapping.name, self.run_id, "add", [(i, k, None) for i, k in sent.items()])
-            try:
-                outcome = self.destination.add(self.mapping.audience, [plan.desired[i] for i in batch], self.options)
-            except PermanentError as exc:
-                outcome = self._refused_whole(exc, "add", batch)
-            self._settle(result, "add", outcome, sent, plan.erased)
+            self.send_adds(result, {i: plan.desired[i] for i in batch}, plan.erased)
         for batch in batches(plan.diff.removes, size):
             if self._out_of_time(result):
                 return
-            sent = {i: plan.keys.get(i, "") for i in batch}
-            intents = [(i, k, plan.erased.get(i)) for i, k in sent.items()]
-            self.store.begin_batch(self.mapping.name, self.run_id, "remove", intents)
-            try:
-                outcome = self.destination.remove(self.mapping.audience, batch, self.options)
-            except PermanentError as exc:
-                outcome = self._refused_whole(exc, "remove", batch)
-            self._settle(result, "remove", outcome, sent, plan.erased)
+            self.send_removes(result, {i: plan.keys.get(i, "") for i in batch}, plan.erased)
         if result.rejected:
             result.status = "partial"
+
+    def send_adds(self, result: SyncResult, members: Mapping[str, Member], erased: Mapping[str, int]) -> None:
+        """One batch of adds: written ahead as in flight, sent, settled by the answer."""
+        sent = {i: m.key for i, m in members.items()}
+        self.store.begin_batch(self.mapping.name, self.run_id, "add", [(i, k, None) for i, k in sent.items()])
+        try:
+            outcome = self.destination.add(self.mapping.audience, list(members.values()), self.options)
+        except PermanentError as exc:
+            outcome = self._refused_whole(exc, "add", list(sent))
+        self._settle(result, "add", outcome, sent, erased)
+
+    def send_removes(self, result: SyncResult, keys: Mapping[str, str], erased: Mapping[str, int]) -> None:
+        """One batch of removes (identity -> customer key), written ahead and settled as adds are."""
+        sent = dict(keys)
+        batch = list(sent)
+        self.store.begin_batch(
+            self.mapping.name, self.run_id, "remove", [(i, k, erased.get(i)) for i, k in sent.items()]
+        )
+        try:
+            outcome = self.destination.remove(self.mapping.audience, batch, self.options)
+        except PermanentError as exc:
+            outcome = self._refused_whole(exc, "remove", batch)
+        self._settle(result, "remove", outcome, sent, erased)
 
     def _refused_whole(self, exc: PermanentError, op: str, batch: list[str]) -> BatchResult:
         """A batch the destination refuses as a whole: every member recorded with why, the run goes on.
@@ -412,6 +439,13 @@ class MappingSync:
             raise exc
         log.warning("mapping %s: %s of %d members refused: %s", self.mapping.name, op, len(batch), exc.message)
         return BatchResult(rejected=[Rejection(i, exc.message, exc.code or "refused") for i in batch])
+
+    def classify(self, member: Member) -> tuple[str | None, str | None]:
+        """(identity, None) for an eligible member, (None, why not) otherwise."""
+        return self._classify(member)
+
+    def out_of_time(self, result: SyncResult) -> bool:
+        return self._out_of_time(result)
 
     def _out_of_time(self, result: SyncResult) -> bool:
         if self.deadline is not None and time.monotonic() >= self.deadline:

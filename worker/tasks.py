@@ -22,10 +22,11 @@ from celery import Task
 from connectors.kernel.redact import install_log_redaction
 from worker.celery_app import app
 from worker.context import context
-from worker.cycle import pull, recompute, sync_mapping, utc_now
+from worker.cycle import pull, recompute, sync_mapping, sync_part, utc_now
 from worker.inbox import process_inbox, webhook_cycle
 from worker.locks import LockLost, RedisLock
 from worker.queue import request_sync
+from worker.split import PartSplitter, close_split
 
 log = logging.getLogger(__name__)
 install_log_redaction()
@@ -196,6 +197,8 @@ def sync_mapping_task(self: Task, mapping: str, full: bool = False, resume_run: 
             progress=lambda _: lock.check(),
             deadline=_budget(),
             resume_run=resume_run,
+            split=PartSplitter(ctx.settings.split_sync_over, ctx.settings.sync_part_members),
+            dispatch=lambda run_id, parts: _send_parts(mapping, run_id, parts),
         )
         if result.more:
             # checkpointed: the continuation resumes the same run row from what is acknowledged
@@ -209,10 +212,72 @@ def sync_mapping_task(self: Task, mapping: str, full: bool = False, resume_run: 
             "removed": result.removed,
             "rejected": result.rejected,
             "more": result.more,
+            **({"parts": result.parts} if result.parts else {}),
         }
 
     result: dict[str, Any] = _under_lock(self, "sync", f"sync:{mapping}", mapping, work)
     return result
+
+
+def _send_parts(mapping: str, run_id: int, parts: list[int]) -> None:
+    for number in parts:
+        sync_part_task.apply_async(args=[mapping, run_id, number])
+
+
+@app.task(name="audience_sync.sync_part", bind=True, acks_late=True, max_retries=None)
+def sync_part_task(self: Task, mapping: str, run_id: int, part: int) -> dict[str, Any]:
+    """Send one part of a split sync; many run at once, on any worker. Not under the mapping's lock
+    (that is the point) but under the part's own: a second delivery of a part being sent ends at
+    once, and the first's worker dying frees it within the lock's TTL."""
+    ctx = context()
+    if mapping not in ctx.config.mappings:
+        log.warning("no mapping named %r in the config any more; part %d of run %d dropped", mapping, part, run_id)
+        return {"status": "unknown_mapping"}
+    key = f"{ctx.settings.key_prefix}:deliveries:{self.request.id or 'eager'}:{self.request.retries}"
+    if int(ctx.redis.incr(key)) > ctx.settings.max_deliveries:
+        if ctx.store.finish_part(run_id, part, "failed", "given up: the worker was lost at every delivery"):
+            _after_split(mapping, *close_split(ctx.store, run_id, mapping))
+        return {"status": "given_up"}
+    ctx.redis.expire(key, 86400)
+    lock = RedisLock(ctx.redis, f"{ctx.settings.key_prefix}:lock:part:{run_id}:{part}", ctx.settings.lock_ttl_seconds)
+    try:
+        if not lock.acquire():
+            return {"status": "busy"}  # being sent by another worker
+        with lock.heartbeat():
+            outcome = sync_part(
+                ctx.store,
+                ctx.config,
+                ctx.settings,
+                ctx.runtime,
+                mapping,
+                run_id,
+                part,
+                progress=lambda _: lock.check(),
+                deadline=_budget(),
+            )
+    except LockLost as exc:
+        log.warning("part %d of run %d stopped: %s; retrying", part, run_id, exc)
+        raise self.retry(countdown=5) from None
+    except REDIS_FAULTS as exc:
+        log.warning("part %d of run %d: lost Redis (%s); retrying", part, run_id, type(exc).__name__)
+        raise self.retry(countdown=5, exc=exc) from None
+    finally:
+        with contextlib.suppress(redis.RedisError):
+            lock.release()
+    if outcome.status == "more":
+        sync_part_task.apply_async(args=[mapping, run_id, part])
+    _after_split(mapping, outcome.closed, outcome.owed_again)
+    return {"status": outcome.status, "closed": outcome.closed, **outcome.counts}
+
+
+def _after_split(mapping: str, closed: str | None, owed_again: bool) -> None:
+    """The last part closed the run: a sync asked for meanwhile is sent now."""
+    if closed is None:
+        return
+    ctx = context()
+    if owed_again:
+        owed = ctx.store.sync_request(mapping)
+        sync_mapping_task.apply_async(args=[mapping], kwargs={"full": bool(owed and owed.full)})
 
 
 @app.task(name="audience_sync.webhook_cycle", bind=True, acks_late=True, max_retries=None)

@@ -84,6 +84,7 @@ class FileDestination(Destination):
     kind = "file"
     audience_kind: AudienceKind = "ads"
     batch_size = 1000
+    parallel_parts = False
     readable = True
     Config = FileConfig
 

@@ -118,6 +118,9 @@ class Destination(ABC):
     #: members expire at the platform unless re-sent within this many days (Customer Match: 540);
     #: the engine re-sends acknowledged members before then
     membership_ttl_days: ClassVar[int | None] = None
+    #: a large diff may be sent as parts by several workers at once (a local file may not: each
+    #: write rewrites it whole)
+    parallel_parts: ClassVar[bool] = True
 
     def __init__(self, name: str, config: DestinationConfig, runtime: Runtime) -> None:
         self.name = name
@@ -182,6 +185,11 @@ class Destination(ABC):
 
     @abstractmethod
     def remove(self, audience: str, identities: Sequence[str], options: MappingOptions) -> BatchResult: ...
+
+    def prepare(self, audience: str, options: MappingOptions) -> None:
+        """Resolve (or create) what every batch needs before parts are sent in parallel: made here
+        once, never by parts racing (Mailchimp's segment)."""
+        return None
 
     def replace(self, audience: str, batches: Iterable[Sequence[Member]], options: MappingOptions) -> BatchResult:
         """Replace the whole audience in one session (only where ``supports_replace``)."""

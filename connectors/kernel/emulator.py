@@ -51,7 +51,8 @@ class Response:
 class Scripted:
     """A fault aimed at the next ``times`` requests matching ``method`` and ``path`` (a regex).
 
-    ``torn``: the request is applied, the answer torn (as a proxy cutting it); ``drop``: applied,
+    ``error``: answered 503 and not applied (a server fault); ``torn``: the request is applied, the
+    answer torn (as a proxy cutting it); ``drop``: applied,
     then the connection dropped before any answer; ``invalid_utf8``: applied, and a byte that is
     not UTF-8 put into the answer; ``hook``: applied, then ``hook(request)`` runs before the answer
     goes (a test kills the client there, or cuts its database connections).
@@ -196,6 +197,10 @@ class EmulatorServer:
         if fault == "reset":
             self.record(request, 0)
             return None
+        if self._aimed(request, before=True) is not None:
+            response = self.server_error(request, 503)
+            self.record(request, response.status)
+            return response
         for method, regex, handler in self.routes:
             match = regex.match(request.path)
             if match and method == request.method:
@@ -207,17 +212,22 @@ class EmulatorServer:
                 return self._scripted(request, response)
         return Response(404, {"error": f"no route {request.method} {request.path}"})
 
-    def _scripted(self, request: Request, response: Response) -> Response | None:
+    def _aimed(self, request: Request, *, before: bool) -> Scripted | None:
+        """The scripted fault this request meets: before the handler (``error``) or after (the rest)."""
         with self._fault_lock:
-            aimed = None
             for candidate in self.faults.script:
+                if (candidate.fault == "error") != before:
+                    continue
                 if candidate.method != request.method or not re.search(candidate.path, request.path):
                     continue
                 candidate.seen += 1
                 if candidate.seen > candidate.after and candidate.fired < candidate.times:
                     candidate.fired += 1
-                    aimed = candidate
-                    break
+                    return candidate
+        return None
+
+    def _scripted(self, request: Request, response: Response) -> Response | None:
+        aimed = self._aimed(request, before=False)
         if aimed is None:
             return response
         if aimed.fault == "torn":

@@ -97,6 +97,9 @@ class MailchimpDestination(Destination):
         raw = member.email or ""
         return normalize_email(raw) or raw.strip().lower()
 
+    def prepare(self, audience: str, options: MappingOptions) -> None:
+        self.segment_id(audience, options)
+
     def segment_id(self, list_id: str, options: MappingOptions) -> int:
         """The static segment to keep: given, remembered for the mapping, or found (then created) by tag.
 

@@ -17,6 +17,7 @@ from worker.store.bulk import BulkQueries
 from worker.store.inbox import InboxQueries
 from worker.store.membership import FenceLost, InFlight, Marked, MembershipQueries, SyncRequest
 from worker.store.migrations import migrate
+from worker.store.parts import PartQueries
 from worker.store.privacy import ErasureProgress, ErasureRequest, PrivacyQueries, Webhook
 from worker.store.results import ResultsQueries
 from worker.store.runs import RunQueries, RunRow
@@ -24,7 +25,14 @@ from worker.store.source_data import SourceDataQueries
 
 
 class Store(
-    InboxQueries, BulkQueries, SourceDataQueries, ResultsQueries, MembershipQueries, PrivacyQueries, RunQueries
+    InboxQueries,
+    BulkQueries,
+    SourceDataQueries,
+    ResultsQueries,
+    PartQueries,
+    MembershipQueries,
+    PrivacyQueries,
+    RunQueries,
 ):
     def dispose(self) -> None:
         self.engine.dispose()

@@ -185,6 +185,9 @@ class PrivacyQueries(StoreBase):
             conn.execute(delete(schema.customers).where(or_(c.customer_id.in_(keys), c.email == email)))
             conn.execute(delete(schema.profiles).where(or_(p.customer_key.in_(keys), p.email == email)))
             conn.execute(delete(schema.segment_members).where(schema.segment_members.c.customer_key.in_(keys)))
+            # parts of a split sync still owed: an add is not sent, and a removal is served by the
+            # erasure's own (the acknowledged row, marked below, stays until the destination answers)
+            conn.execute(delete(schema.sync_work).where(_person_rows(schema.sync_work, email, keys)))
             r = schema.rejected.c
             held_by_rejection = [r.customer_key.in_(keys)]
             if email:
@@ -236,8 +239,14 @@ class PrivacyQueries(StoreBase):
                 schema.watermarks,
                 schema.data_requests,
                 schema.webhook_inbox,
+                schema.sync_work,
             ):
                 conn.execute(delete(table))
+            conn.execute(
+                update(schema.sync_parts)
+                .where(schema.sync_parts.c.state == "pending")
+                .values(state="failed", error="the shop was erased", finished_at=utcnow())
+            )
             now = utcnow()
             detail = {"orders_deleted": orders, "customer_records": customers}
             erasure_id = self._insert_erasure(conn, shop_sha256, "shop", origin, detail, now)

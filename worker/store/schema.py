@@ -8,6 +8,7 @@ from sqlalchemy import (
     Column,
     DateTime,
     Float,
+    Index,
     Integer,
     MetaData,
     String,
@@ -126,6 +127,39 @@ inflight = Table(
     Column("run_id", Integer),
     Column("at", TS, nullable=False),
     Column("erasure_id", Integer),
+)
+
+#: A large sync split into parts that several workers send in parallel: one row per part, its
+#: state and counts. The run row stays ``running`` until the last part settles.
+sync_parts = Table(
+    "sync_parts",
+    metadata,
+    Column("run_id", Integer, primary_key=True),
+    Column("part", Integer, primary_key=True),
+    Column("mapping", String(128), nullable=False, index=True),
+    Column("op", String(8), nullable=False),
+    #: pending, done or failed
+    Column("state", String(16), nullable=False),
+    Column("size", Integer, nullable=False),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("counts", Text, nullable=False, default="{}"),
+    Column("error", Text),
+    Column("worker", String(128)),
+    Column("started_at", TS),
+    Column("finished_at", TS),
+)
+
+#: each part's identities (with the customer key, and the erasure an owed removal serves); rows go
+#: once their part is done, and an erasure deletes the person's rows at once
+sync_work = Table(
+    "sync_work",
+    metadata,
+    Column("run_id", Integer, primary_key=True),
+    Column("identity", String(512), primary_key=True),
+    Column("part", Integer, nullable=False),
+    Column("customer_key", String(320), nullable=False),
+    Column("erasure_id", Integer),
+    Index("ix_sync_work_part", "run_id", "part"),
 )
 
 #: v4: per mapping, what a destination asked us to remember (e.g. the Mailchimp segment id it

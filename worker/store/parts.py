@@ -1,0 +1,200 @@
+"""Parts of a split sync: what each holds, which are done, and the one close of the run.
+
+The planning run writes every part and its identities in one transaction, so a part is either
+wholly owed or not at all; each part task settles its batches through the normal write-ahead path
+(``begin_batch`` / ``settle_batch`` under the run's fence) and then marks its part. Whoever marks
+the last part closes the run, exactly once (a conditional update of the run row).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import delete, func, select, update
+
+from worker.store import schema
+from worker.store.base import chunks, utcnow
+from worker.store.membership import MembershipQueries
+
+#: counts a part adds up into its run's row
+PART_COUNTS = ("added", "removed", "rejected", "erased_removed", "changed")
+
+
+@dataclass(frozen=True)
+class Part:
+    run_id: int
+    part: int
+    mapping: str
+    op: str
+    state: str
+    size: int
+    attempts: int
+    counts: dict[str, int]
+    error: str | None
+    #: host:pid of the worker that last took it
+    worker: str | None = None
+
+
+@dataclass(frozen=True)
+class WorkItem:
+    identity: str
+    customer_key: str
+    erasure_id: int | None
+
+
+class PartQueries(MembershipQueries):
+    def write_parts(self, mapping: str, run_id: int, parts: Sequence[tuple[str, Sequence[WorkItem]]]) -> None:
+        """Every part of a split run with its identities, in one transaction."""
+        rows: list[dict[str, Any]] = []
+        work: list[dict[str, Any]] = []
+        for number, (op, items) in enumerate(parts):
+            rows.append(
+                {
+                    "run_id": run_id,
+                    "part": number,
+                    "mapping": mapping,
+                    "op": op,
+                    "state": "pending",
+                    "size": len(items),
+                    "attempts": 0,
+                    "counts": "{}",
+                }
+            )
+            work.extend(
+                {
+                    "run_id": run_id,
+                    "identity": w.identity,
+                    "part": number,
+                    "customer_key": w.customer_key,
+                    "erasure_id": w.erasure_id,
+                }
+                for w in items
+            )
+        with self.engine.begin() as conn:
+            self._check_fence(conn, mapping, run_id)
+            conn.execute(schema.sync_parts.insert(), rows)
+            for chunk in chunks(work, 10_000):
+                conn.execute(schema.sync_work.insert(), list(chunk))
+
+    def parts(self, run_id: int) -> list[Part]:
+        p = schema.sync_parts.c
+        with self.engine.connect() as conn:
+            found = conn.execute(select(schema.sync_parts).where(p.run_id == run_id).order_by(p.part)).all()
+        return [self._part(row) for row in found]
+
+    def part(self, run_id: int, number: int) -> Part | None:
+        p = schema.sync_parts.c
+        with self.engine.connect() as conn:
+            row = conn.execute(select(schema.sync_parts).where(p.run_id == run_id, p.part == number)).first()
+        return self._part(row) if row is not None else None
+
+    def open_split(self, mapping: str) -> int | None:
+        """The split run of ``mapping`` still owed parts (at most one: no new plan starts while one is)."""
+        p, r = schema.sync_parts.c, schema.runs.c
+        with self.engine.connect() as conn:
+            found = conn.execute(
+                select(p.run_id)
+                .join(schema.runs, r.id == p.run_id)
+                .where(p.mapping == mapping, p.state == "pending", r.status == "running")
+                .order_by(p.run_id.desc())
+                .limit(1)
+            ).scalar()
+        return int(found) if found is not None else None
+
+    def unclosed_splits(self, mapping: str) -> list[int]:
+        """Split runs still ``running`` whose parts are all settled (closing was cut short)."""
+        p, r = schema.sync_parts.c, schema.runs.c
+        pending = select(p.run_id).where(p.state == "pending").scalar_subquery()
+        with self.engine.connect() as conn:
+            found = conn.execute(
+                select(p.run_id)
+                .join(schema.runs, r.id == p.run_id)
+                .where(p.mapping == mapping, r.status == "running", p.run_id.not_in(pending))
+                .distinct()
+            ).scalars()
+            return [int(x) for x in found]
+
+    def part_work(self, run_id: int, number: int) -> list[WorkItem]:
+        w = schema.sync_work.c
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(w.identity, w.customer_key, w.erasure_id)
+                .where(w.run_id == run_id, w.part == number)
+                .order_by(w.identity)
+            ).all()
+        return [WorkItem(r.identity, r.customer_key, r.erasure_id) for r in rows]
+
+    def start_part(self, run_id: int, number: int, worker: str) -> None:
+        p = schema.sync_parts.c
+        with self.engine.begin() as conn:
+            conn.execute(
+                update(schema.sync_parts)
+                .where(p.run_id == run_id, p.part == number)
+                .values(attempts=p.attempts + 1, worker=worker, started_at=utcnow())
+            )
+
+    def count_part(self, run_id: int, number: int, counts: Mapping[str, int]) -> None:
+        """A part's counts so far (after each batch: a part taken over after a kill keeps them)."""
+        p = schema.sync_parts.c
+        with self.engine.begin() as conn:
+            conn.execute(
+                update(schema.sync_parts)
+                .where(p.run_id == run_id, p.part == number)
+                .values(counts=json.dumps(dict(counts)))
+            )
+
+    def finish_part(self, run_id: int, number: int, state: str, error: str | None = None) -> bool:
+        """Mark a part ``done`` or ``failed`` and drop its identities; True when no part is pending any more."""
+        p, w = schema.sync_parts.c, schema.sync_work.c
+        with self.engine.begin() as conn:
+            conn.execute(
+                update(schema.sync_parts)
+                .where(p.run_id == run_id, p.part == number, p.state == "pending")
+                .values(state=state, error=error, finished_at=utcnow())
+            )
+            conn.execute(delete(schema.sync_work).where(w.run_id == run_id, w.part == number))
+            left = conn.execute(
+                select(func.count()).select_from(schema.sync_parts).where(p.run_id == run_id, p.state == "pending")
+            ).scalar_one()
+        return int(left) == 0
+
+    def close_split_run(self, run_id: int, status: str, counts: Mapping[str, Any], error: str | None) -> bool:
+        """Close a split run once: only the caller whose update found it ``running`` returns True."""
+        r = schema.runs.c
+        with self.engine.begin() as conn:
+            result = conn.execute(
+                update(schema.runs)
+                .where(r.id == run_id, r.status == "running")
+                .values(status=status, counts=json.dumps(dict(counts)), error=error, finished_at=utcnow())
+            )
+        return bool(result.rowcount)
+
+    def abandon_parts(self, run_id: int, reason: str) -> int:
+        """A split run closed another way (interrupted, superseded): its pending parts are failed."""
+        p, w = schema.sync_parts.c, schema.sync_work.c
+        with self.engine.begin() as conn:
+            result = conn.execute(
+                update(schema.sync_parts)
+                .where(p.run_id == run_id, p.state == "pending")
+                .values(state="failed", error=reason, finished_at=utcnow())
+            )
+            conn.execute(delete(schema.sync_work).where(w.run_id == run_id))
+        return int(result.rowcount or 0)
+
+    @staticmethod
+    def _part(row: Any) -> Part:
+        return Part(
+            int(row.run_id),
+            int(row.part),
+            row.mapping,
+            row.op,
+            row.state,
+            int(row.size),
+            int(row.attempts or 0),
+            {k: int(v) for k, v in json.loads(row.counts or "{}").items()},
+            row.error,
+            row.worker,
+        )
