@@ -106,6 +106,7 @@ def run_trial(trial: Trial, url: str, members: int, args: argparse.Namespace, wo
     emulator.start()
     config = workdir / f"{trial.workers}-{trial.split_over}.toml"
     config.write_text(
+        '[source]\ntype = "shopify"\nshop_url = "https://scale.myshopify.com"\n'
         '[destinations.meta]\ntype = "meta"\n'
         f'base_url = "{emulator.base_url}"\n'
         '[[mappings]]\nname = "big"\nsegment = "buyers"\ndestination = "meta"\naudience = "A1"\n'
@@ -149,6 +150,10 @@ def run_trial(trial: Trial, url: str, members: int, args: argparse.Namespace, wo
             runs = store.recent_runs(mapping="big")
             if runs and runs[0].status != "running":
                 break
+            waited = time.perf_counter() - started
+            if waited > args.timeout or (not runs and waited > 60):
+                logs = "\n".join(w.log()[-3000:] for w in workers)
+                raise RuntimeError(f"{trial.label}: no finished run after {waited:.0f} s; worker logs:\n{logs}")
             time.sleep(0.5)
         seconds = time.perf_counter() - started
         run = runs[0]
@@ -186,6 +191,7 @@ def main(argv: list[str] | None = None) -> int:
         default=os.environ.get("AUDIENCE_SYNC_TEST_POSTGRES_URL", DEFAULT_POSTGRES),
         help="a PostgreSQL server URL (databases are made beside it for the run and dropped after)",
     )
+    parser.add_argument("--timeout", type=float, default=3600.0, help="longest a trial may take")
     parser.add_argument("--skip-unsplit", action="store_true", help="only the split trials")
     args = parser.parse_args(argv)
     trials = [Trial("one worker, split", 1, 1), Trial("two workers, split", 2, 1)]

@@ -66,8 +66,8 @@ class MembershipQueries(StoreBase):
         a = schema.acknowledged.c
         out: dict[str, str] = {}
         with self.engine.connect() as conn:
-            for chunk in chunks(sorted(identities)):
-                query = select(a.identity, a.customer_key).where(a.mapping == mapping, a.identity.in_(chunk))
+            for chunk in chunks(sorted(identities), self.in_chunk):
+                query = select(a.identity, a.customer_key).where(a.mapping == mapping, self._among(a.identity, chunk))
                 out.update((row.identity, row.customer_key) for row in conn.execute(query))
         return out
 
@@ -159,15 +159,17 @@ class MembershipQueries(StoreBase):
                 self._upsert(conn, schema.acknowledged, rows, ["mapping", "identity"])
             else:
                 a = schema.acknowledged.c
-                for chunk in chunks([i for i, _ in accepted]):
-                    conn.execute(delete(schema.acknowledged).where(a.mapping == mapping, a.identity.in_(chunk)))
+                for chunk in chunks([i for i, _ in accepted], self.in_chunk):
+                    conn.execute(
+                        delete(schema.acknowledged).where(a.mapping == mapping, self._among(a.identity, chunk))
+                    )
             self._forget_rejections(conn, mapping, [i for i, _ in accepted])
             if rejections:
                 full = [{"mapping": mapping, "run_id": run_id, "at": now, **r} for r in rejections]
                 self._upsert(conn, schema.rejected, full, ["mapping", "identity"])
             f = schema.inflight.c
-            for chunk in chunks(answered):
-                conn.execute(delete(schema.inflight).where(f.mapping == mapping, f.identity.in_(chunk)))
+            for chunk in chunks(answered, self.in_chunk):
+                conn.execute(delete(schema.inflight).where(f.mapping == mapping, self._among(f.identity, chunk)))
 
     def replace_acknowledged(
         self,
@@ -242,8 +244,10 @@ class MembershipQueries(StoreBase):
     # -- rejections --------------------------------------------------------------------------------
     def _forget_rejections(self, conn: Connection, mapping: str, identities: Sequence[str]) -> None:
         r = schema.rejected.c
-        for chunk in chunks(list(identities)):
-            conn.execute(delete(schema.rejected).where(r.mapping == mapping, r.identity.in_(chunk)))
+        if conn.execute(select(r.identity).where(r.mapping == mapping).limit(1)).first() is None:
+            return  # nothing to forget (the usual case): no search at all
+        for chunk in chunks(list(identities), self.in_chunk):
+            conn.execute(delete(schema.rejected).where(r.mapping == mapping, self._among(r.identity, chunk)))
 
     def record_rejections(self, mapping: str, run_id: int | None, rows: Sequence[Mapping[str, str]]) -> None:
         """Rows of identity, customer_key, operation, code, reason; the latest reason wins."""

@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy import delete, func, select, update
 
 from worker.store import schema
-from worker.store.base import chunks, utcnow
+from worker.store.base import utcnow
 from worker.store.membership import MembershipQueries
 
 #: counts a part adds up into its run's row
@@ -76,8 +76,7 @@ class PartQueries(MembershipQueries):
         with self.engine.begin() as conn:
             self._check_fence(conn, mapping, run_id)
             conn.execute(schema.sync_parts.insert(), rows)
-            for chunk in chunks(work, 10_000):
-                conn.execute(schema.sync_work.insert(), list(chunk))
+            self._upsert(conn, schema.sync_work, work, ["run_id", "identity"])
 
     def parts(self, run_id: int) -> list[Part]:
         p = schema.sync_parts.c

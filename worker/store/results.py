@@ -117,8 +117,8 @@ class ResultsQueries(StoreBase):
         found: dict[str, Member] = {}
         p = schema.profiles.c
         with self.engine.connect() as conn:
-            for chunk in chunks(wanted, 5000):
-                for row in conn.execute(select(schema.profiles).where(p.customer_key.in_(chunk))):
+            for chunk in chunks(wanted, self.in_chunk):
+                for row in conn.execute(select(schema.profiles).where(self._among(p.customer_key, chunk))):
                     found[row.customer_key] = member_from_profile(row.customer_key, dict(row._mapping))
         return found
 
