@@ -137,6 +137,10 @@ def test_a_lost_part_message_and_a_killed_part_are_sent_by_the_next_sync_without
     first = rig.sync(dispatch=lambda run_id, parts: lost.append((run_id, parts)))
     assert first.status == "running" and lost == [(first.run_id, [0, 1, 2, 3, 4, 5])]
     assert rig.audience() == set()  # written as parts; no worker got the messages
+    from worker.status import render_status, status_report
+
+    shown = render_status(status_report(rig.store))
+    assert "running (parts 0/6)" in shown, shown
 
     # a worker takes part 0 and dies after its first batch
     from worker.cycle import sync_part
@@ -228,3 +232,27 @@ def test_two_celery_workers_share_the_parts_of_one_sync(
                 worker.stop()
             app.close()
             store.dispose()
+
+
+def test_a_member_whose_address_changed_after_the_plan_is_not_sent_under_the_old_one(rig: Rig) -> None:
+    keys = seed_segment(rig.store, "buyers", 1_200)
+    first = rig.sync(dispatch=lambda run_id, parts: None)
+    assert first.status == "running"
+    # c5 changes address before any part is sent (a recompute wrote new profiles meanwhile)
+    seed_segment(rig.store, "buyers", 1_200)
+    with rig.store.engine.begin() as conn:
+        from sqlalchemy import update
+
+        from worker.store import schema
+
+        conn.execute(
+            update(schema.profiles).where(schema.profiles.c.customer_key == "c5").values(email="renamed5@example.com")
+        )
+    assert keys[5] == "c5"
+    closed = rig.sync()
+    assert closed.run_id == first.run_id and closed.status == "ok"
+    assert rig.store.run(first.run_id).counts["changed"] == 1
+    assert "member5@example.com" not in rig.sent_adds()  # never sent under the address it no longer has
+    following = rig.sync()  # a new plan sees the new address
+    assert following.added == 1
+    assert rig.audience() == (_emails(0, 1_200) - {"member5@example.com"}) | {"renamed5@example.com"}

@@ -67,6 +67,7 @@ class PartSplitter:
         assert engine.run_id is not None
         engine.store.write_parts(engine.mapping.name, engine.run_id, parts)
         result.parts = len(parts)
+        result.planned_at = plan.results
         log.info(
             "mapping %s: %d adds and %d removes written as %d parts of up to %d for the workers",
             engine.mapping.name,
@@ -154,9 +155,16 @@ def _send_adds(
     counts["rejected"] = sum(1 for w in items if w.identity in refused and w.identity not in held)
     todo = [w for w in items if w.identity not in held and w.identity not in refused]
     members = store.members([w.customer_key for w in todo])
+    # no recompute since the plan: a member's identity and eligibility are as planned (only an
+    # erasure, which deletes the profile, can have changed them)
+    planned = store.run(part.run_id).counts.get("planned_at")
+    as_planned = planned is not None and tuple(planned) == store.results_marker()
     send: dict[str, Any] = {}
     for w in todo:
         member = members.get(w.customer_key)
+        if member is not None and as_planned:
+            send[w.identity] = member
+            continue
         identity = engine.classify(member)[0] if member is not None else None
         if identity != w.identity:
             counts["changed"] += 1  # gone, erased, no longer eligible, or another identity now

@@ -47,6 +47,8 @@ def run_dict(run: RunRow) -> dict[str, Any]:
             "rejected": c.get("rejected"),
             "full": bool(c.get("full")),
         }
+        if c.get("parts"):  # a split sync: its parts are sent by the workers
+            row |= {"parts": c.get("parts"), "parts_done": c.get("parts_done", 0)}
     return row
 
 
@@ -180,7 +182,9 @@ def render_status(report: dict[str, Any], *, empty_hint: str = "") -> str:
             (
                 r["mapping"],
                 r["finished_at"] or "running…",
-                r["outcome"] + (" (full)" if r.get("full") else ""),
+                r["outcome"]
+                + (" (full)" if r.get("full") else "")
+                + (f" (parts {r['parts_done']}/{r['parts']})" if r.get("parts") else ""),
                 r["eligible"],
                 r["added"],
                 r["removed"],

@@ -62,6 +62,8 @@ class SyncResult:
     owed_again: bool = False
     #: the diff was written as this many parts, sent by part tasks (the run stays running till then)
     parts: int = 0
+    #: the results (instance, version) a split plan was made at: parts trust it while it holds
+    planned_at: tuple[str, int] | None = None
     destination_stats: dict[str, Any] = field(default_factory=dict)
 
     def counts(self) -> dict[str, Any]:
@@ -76,7 +78,7 @@ class SyncResult:
             "pending_removes": self.pending_removes,
             "erased_removed": self.erased_removed,
             "refreshed": self.refreshed,
-            **({"parts": self.parts} if self.parts else {}),
+            **({"parts": self.parts, "planned_at": self.planned_at} if self.parts else {}),
             "ineligible": dict(self.ineligible),
             "seconds": round(self.seconds, 3),
             **{f"dest_{k}": v for k, v in self.destination_stats.items()},
@@ -138,6 +140,8 @@ class Plan:
     skipped_rejected: int
     #: acknowledged members re-sent because their membership would expire at the platform
     refreshed: int = 0
+    #: (database instance, results version) the desired identities were derived at (None: unknown)
+    results: tuple[str, int] | None = None
 
 
 class MappingSync:
@@ -217,7 +221,8 @@ class MappingSync:
             skipped = len((wanted - set(acknowledged)) & rejected)
             if state is not None:
                 self._planned(state, diff, rejected, full=among is None, only_erasures=only_erasures)
-        return Plan(desired, ineligible, size, diff, held_keys, erased, skipped, len(refresh))
+        results = (state.instance, state.version) if state is not None else None
+        return Plan(desired, ineligible, size, diff, held_keys, erased, skipped, len(refresh), results)
 
     def _rule(self) -> tuple[Any, ...]:
         """What the desired identities depend on besides the results: a change rebuilds them."""
