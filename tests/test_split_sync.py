@@ -256,3 +256,14 @@ def test_a_member_whose_address_changed_after_the_plan_is_not_sent_under_the_old
     following = rig.sync()  # a new plan sees the new address
     assert following.added == 1
     assert rig.audience() == (_emails(0, 1_200) - {"member5@example.com"}) | {"renamed5@example.com"}
+
+
+def test_a_full_resync_sent_as_parts_sends_every_member_again_once(rig: Rig) -> None:
+    seed_segment(rig.store, "buyers", 1_500)
+    assert rig.sync().status == "ok"
+    assert len(rig.sent_adds()) == 1_500
+    full = rig.sync(full=True)
+    assert full.status == "ok" and full.parts == 3, full.error
+    assert sorted(rig.sent_adds()) == sorted(list(_emails(0, 1_500)) * 2)  # everyone once more, nobody thrice
+    assert rig.store.run(full.run_id).counts["added"] == 1_500
+    assert rig.audience() == _emails(0, 1_500)

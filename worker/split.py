@@ -149,15 +149,18 @@ def _send_adds(
     engine: MappingSync, part: Part, items: list[WorkItem], counts: Counter[str], result: SyncResult
 ) -> None:
     store, name = engine.store, engine.mapping.name
-    held = set(store.acknowledged_among(name, [w.identity for w in items]))
+    run = store.run(part.run_id)
+    # a full resync re-sends members already held: only what this run itself settled counts as sent
+    since = run.started_at if run.counts.get("full") else None
+    held = set(store.acknowledged_among(name, [w.identity for w in items], since=since))
     refused = {i for i, r in store.rejected(name).items() if r.get("run_id") == part.run_id}
-    counts["added"] = len(held)  # the plan had none of them: an earlier attempt of this part added them
+    counts["added"] = len(held)  # settled by an earlier attempt of this part
     counts["rejected"] = sum(1 for w in items if w.identity in refused and w.identity not in held)
     todo = [w for w in items if w.identity not in held and w.identity not in refused]
     members = store.members([w.customer_key for w in todo])
     # no recompute since the plan: a member's identity and eligibility are as planned (only an
     # erasure, which deletes the profile, can have changed them)
-    planned = store.run(part.run_id).counts.get("planned_at")
+    planned = run.counts.get("planned_at")
     as_planned = planned is not None and tuple(planned) == store.results_marker()
     send: dict[str, Any] = {}
     for w in todo:

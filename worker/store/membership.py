@@ -61,13 +61,18 @@ class MembershipQueries(StoreBase):
                 for row in conn.execute(select(a.identity, a.customer_key).where(a.mapping == mapping))
             }
 
-    def acknowledged_among(self, mapping: str, identities: Iterable[str]) -> dict[str, str]:
-        """The acknowledged rows of ``identities`` only (an incremental diff's candidates)."""
+    def acknowledged_among(
+        self, mapping: str, identities: Iterable[str], *, since: datetime | None = None
+    ) -> dict[str, str]:
+        """The acknowledged rows of ``identities`` only (an incremental diff's candidates); with
+        ``since``, only those acknowledged at or after it."""
         a = schema.acknowledged.c
         out: dict[str, str] = {}
         with self.engine.connect() as conn:
             for chunk in chunks(sorted(identities), self.in_chunk):
                 query = select(a.identity, a.customer_key).where(a.mapping == mapping, self._among(a.identity, chunk))
+                if since is not None:
+                    query = query.where(a.acked_at >= since)
                 out.update((row.identity, row.customer_key) for row in conn.execute(query))
         return out
 
