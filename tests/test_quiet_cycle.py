@@ -9,6 +9,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import pytest
 from sqlalchemy import event
 
 from bench.quiet_cycle import config_for
@@ -129,3 +130,77 @@ def test_quiet_cycles_send_nothing_and_changes_still_sync_exactly(database_url: 
     assert cycle(store, config, days=40) > 0  # windows slide: members leave and join with no new data
     assert cycle(store, config, days=40) == 0
     store.dispose()
+
+
+@pytest.mark.redis
+def test_syncs_in_a_celery_worker_replay_the_stored_change_log(redis_url: str, key_prefix: str, tmp_path: Path) -> None:
+    """The recompute runs here, the syncs in a worker process that never recomputed: after its first
+    (full) sync the worker plans incrementally from the store's change log, and stays exact."""
+    from tests.helpers import write_config
+    from tests.worker_process import CeleryWorker, wait_for
+    from worker.celery_app import make_celery
+    from worker.config import load_config
+
+    url = f"sqlite:///{tmp_path / 'store.sqlite3'}"
+    load_store(url, generate(600, 4_000, seed=5, line_share=0.1))
+    store = open_store(url)
+    recompute(store, config_for(store, tmp_path), NOW)
+    sizes = store.segment_sizes()
+    segments = sorted(sizes, key=lambda s: -sizes[s])[:3]
+    path = write_config(
+        tmp_path / "worker.toml",
+        f'[destinations.mail]\ntype = "file"\ndirectory = "{tmp_path / "aud"}"\naudience_kind = "email"\n'
+        + "".join(
+            f'[[mappings]]\nname = "m{i}"\nsegment = "{s}"\ndestination = "mail"\naudience = "a{i}"\n'
+            for i, s in enumerate(segments)
+        ),
+    )
+    config = load_config(path)
+    env = {
+        "AUDIENCE_SYNC_REDIS_URL": redis_url,
+        "AUDIENCE_SYNC_DATABASE_URL": url,
+        "AUDIENCE_SYNC_KEY_PREFIX": key_prefix,
+        "AUDIENCE_SYNC_QUEUE": f"{key_prefix}-q",
+        "AUDIENCE_SYNC_CONFIG": str(path),
+    }
+    settings = make_settings(
+        database_url=url, redis_url=redis_url, key_prefix=key_prefix, queue=env["AUDIENCE_SYNC_QUEUE"]
+    )
+    worker = CeleryWorker(env, env["AUDIENCE_SYNC_QUEUE"], tmp_path / "worker.log")
+    app = make_celery(settings)
+
+    def synced_in_worker() -> list[str]:
+        """One sync of every mapping in the worker; each run's plan kind."""
+        before = {r.id for r in store.recent_runs(limit=100)}
+        for name in config.mappings:
+            app.send_task("audience_sync.sync_mapping", args=[name], queue=settings.queue)
+
+        def done() -> list[Any] | None:
+            runs = [r for r in store.recent_runs(limit=100) if r.id not in before and r.kind == "sync"]
+            return runs if len(runs) == len(config.mappings) and all(r.status != "running" for r in runs) else None
+
+        runs = wait_for(done, 60, "every mapping's sync in the worker")
+        assert {r.status for r in runs} == {"ok"}, [r.error for r in runs]
+        exact(store, config)
+        return sorted(str(r.counts.get("plan")) for r in runs)
+
+    try:
+        worker.start()
+        assert synced_in_worker() == ["full"] * 3  # a new process checks everyone
+        recompute(store, config, NOW + timedelta(minutes=1))
+        assert synced_in_worker() == ["incremental"] * 3  # nothing recorded in the worker's memory
+        some = sorted(store.segment_keys(segments[0]))[:3]
+        store.upsert_customers(
+            [
+                {"customer_id": k, "source": "t", "email": f"moved-{k}@example.org", "updated_at": NOW}
+                | {"email_consent": "SUBSCRIBED"}
+                for k in some
+                if "@" not in k
+            ]
+        )
+        recompute(store, config, NOW + timedelta(minutes=2))
+        assert synced_in_worker() == ["incremental"] * 3  # the new addresses replayed from the store's log
+    finally:
+        worker.stop()
+        app.close()
+        store.dispose()

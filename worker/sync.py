@@ -64,6 +64,8 @@ class SyncResult:
     parts: int = 0
     #: the results (instance, version) a split plan was made at: parts trust it while it holds
     planned_at: tuple[str, int] | None = None
+    #: "incremental" (the identities that can have changed) or "full" (every identity examined)
+    plan: str | None = None
     destination_stats: dict[str, Any] = field(default_factory=dict)
 
     def counts(self) -> dict[str, Any]:
@@ -78,6 +80,7 @@ class SyncResult:
             "pending_removes": self.pending_removes,
             "erased_removed": self.erased_removed,
             "refreshed": self.refreshed,
+            **({"plan": self.plan} if self.plan else {}),
             **({"parts": self.parts, "planned_at": self.planned_at} if self.parts else {}),
             "ineligible": dict(self.ineligible),
             "seconds": round(self.seconds, 3),
@@ -142,6 +145,8 @@ class Plan:
     refreshed: int = 0
     #: (database instance, results version) the desired identities were derived at (None: unknown)
     results: tuple[str, int] | None = None
+    #: only the identities that can have changed were examined (else every one: a full check)
+    incremental: bool = False
 
 
 class MappingSync:
@@ -180,12 +185,18 @@ class MappingSync:
         """The diff. Incremental where it can be: only identities whose desired state changed since the
         last plan (results deltas), the last plan's own adds and removes, rejections, intents, erasures
         and identities written outside the engine are examined; every other identity was settled then
-        and nothing touched it since. A full check (every identity) when ``full``, on a new process or
-        a results version this process did not record, after a sync run of another process, and every
-        :data:`FULL_CHECK_EVERY`."""
+        and nothing touched it since. A full check (every identity) when ``full``, in a new process, for
+        a results version no change log holds (this process's or the store's), after rows were written
+        outside a plan (the mapping's epoch), and every :data:`FULL_CHECK_EVERY`.
+
+        Another process's sync runs need no full check: whatever their plans sent or left unsent was
+        desired-not-held or held-not-desired at their time, so it is in this plan's candidates either as
+        this process's last adds and removes or through a results delta since; what they left in flight
+        or rejected is read from the store at every plan."""
         name = self.mapping.name
         cache = cache_for(self.store)
         with cache.lock:
+            epoch = self.store.mapping_epoch(name)  # read first: a write during the plan shows next time
             desired, ineligible, size, state = self._desired()
             flight = self.store.inflight(name)
             erased = {i: m.erasure_id for i, m in self.store.erased_members(name).items()}
@@ -220,9 +231,11 @@ class MappingSync:
             held_keys: Mapping[str, str] = ChainMap({i: f.customer_key for i, f in flight.items()}, acknowledged)
             skipped = len((wanted - set(acknowledged)) & rejected)
             if state is not None:
-                self._planned(state, diff, rejected, full=among is None, only_erasures=only_erasures)
+                self._planned(state, diff, rejected, epoch, full=among is None, only_erasures=only_erasures)
         results = (state.instance, state.version) if state is not None else None
-        return Plan(desired, ineligible, size, diff, held_keys, erased, skipped, len(refresh), results)
+        return Plan(
+            desired, ineligible, size, diff, held_keys, erased, skipped, len(refresh), results, among is not None
+        )
 
     def _rule(self) -> tuple[Any, ...]:
         """What the desired identities depend on besides the results: a change rebuilds them."""
@@ -279,7 +292,7 @@ class MappingSync:
                 state.put(key, member, identity, reason)
         state.dirty.clear()
         if previous is not None:
-            state.runs_seen, state.own_runs = previous.runs_seen, previous.own_runs
+            state.epoch = previous.epoch
         return state
 
     def _advance(self, state: MappingState, deltas: list[changes.Delta]) -> None:
@@ -330,15 +343,16 @@ class MappingSync:
             return None
         if state.checked_at is None or self.clock() - state.checked_at >= FULL_CHECK_EVERY:
             return None
-        newer = self.store.sync_runs_after(self.mapping.name, state.runs_seen)
-        if any(r not in state.own_runs and r != self.run_id for r in newer):
-            return None  # another process synced this mapping: its writes are not accounted for
+        if self.store.mapping_epoch(self.mapping.name) != state.epoch:
+            return None  # rows were written outside a plan (reconcile, a replace): not accounted for
         among = state.dirty | state.pending | state.touched | state.rejected | rejected | set(flight) | set(erased)
         if len(among) > max(INCREMENTAL_LIMIT, len(desired) // 5):
             return None
         return among
 
-    def _planned(self, state: MappingState, diff: Diff, rejected: set[str], *, full: bool, only_erasures: bool) -> None:
+    def _planned(
+        self, state: MappingState, diff: Diff, rejected: set[str], epoch: int, *, full: bool, only_erasures: bool
+    ) -> None:
         """What the next plan must re-examine: this plan's adds and removes (sent or not) and rejections."""
         sent = set(diff.adds) | set(diff.removes)
         if only_erasures:
@@ -347,10 +361,7 @@ class MappingSync:
             state.pending, state.rejected, state.dirty, state.touched = sent, set(rejected), set(), set()
             if full:
                 state.full, state.checked_at = False, self.clock()
-        newer = self.store.sync_runs_after(self.mapping.name, state.runs_seen)
-        if self.run_id is not None:
-            state.own_runs.add(self.run_id)
-        state.runs_seen = max([state.runs_seen, *newer])
+        state.epoch = epoch
 
     def _due_refresh(self, desired: Mapping[str, Member], rejected: set[str]) -> set[str]:
         """Members whose membership would expire at the platform soon (Customer Match: 540 days)
@@ -393,6 +404,7 @@ class MappingSync:
         )
         result.skipped_rejected = plan.skipped_rejected
         result.refreshed = plan.refreshed
+        result.plan = "incremental" if plan.incremental else "full"
         # a native replace needs someone to replace with: an empty segment is a plain removal of all
         if full and self.destination.supports_replace and plan.desired and not (only_erasures or self.additive):
             self._replace(result, plan)

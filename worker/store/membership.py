@@ -76,13 +76,6 @@ class MembershipQueries(StoreBase):
                 out.update((row.identity, row.customer_key) for row in conn.execute(query))
         return out
 
-    def sync_runs_after(self, mapping: str, after: int) -> list[int]:
-        """Ids of the mapping's sync runs newer than ``after`` (whoever ran them)."""
-        r = schema.runs.c
-        with self.engine.connect() as conn:
-            query = select(r.id).where(r.kind == "sync", r.mapping == mapping, r.id > after)
-            return [int(i) for i in conn.execute(query).scalars()]
-
     def acknowledged_since(self, mapping: str, since: datetime) -> set[str]:
         """Identities (re)acknowledged at or after ``since``: a full resync's checkpoint."""
         a = schema.acknowledged.c
@@ -198,16 +191,33 @@ class MembershipQueries(StoreBase):
             if rejections:
                 full = [{"mapping": mapping, "run_id": run_id, "at": now, **r} for r in rejections]
                 self._upsert(conn, schema.rejected, full, ["mapping", "identity"])
-        touch(self, mapping, None)
+        self._outside_plan(mapping, None)
 
     def ack_added(self, mapping: str, pairs: Sequence[tuple[str, str]]) -> None:
         """Acknowledge outside a sync run (tests, imports): no fence, no intents."""
         self.settle_batch(mapping, None, "add", pairs)
-        touch(self, mapping, [i for i, _ in pairs])
+        self._outside_plan(mapping, [i for i, _ in pairs])
 
     def ack_removed(self, mapping: str, identities: Sequence[str]) -> None:
         self.settle_batch(mapping, None, "remove", [(i, "") for i in identities])
+        self._outside_plan(mapping, identities)
+
+    # -- writes outside a sync's plan ---------------------------------------------------------------
+    def _outside_plan(self, mapping: str, identities: Sequence[str] | None) -> None:
+        """Acknowledged or rejected rows were written outside a plan: this process's next plan
+        re-examines them, and every process's next plan checks everyone (the mapping's epoch grew)."""
+        state = schema.mapping_state.c
+        with self.engine.begin() as conn:
+            if not self._insert_ignore(conn, schema.mapping_state, {"mapping": mapping, "epoch": 1}, ["mapping"]):
+                conn.execute(update(schema.mapping_state).where(state.mapping == mapping).values(epoch=state.epoch + 1))
         touch(self, mapping, identities)
+
+    def mapping_epoch(self, mapping: str) -> int:
+        with self.engine.connect() as conn:
+            value = conn.execute(
+                select(schema.mapping_state.c.epoch).where(schema.mapping_state.c.mapping == mapping)
+            ).scalar()
+        return int(value or 0)
 
     # -- fences: one recording run per mapping ------------------------------------------------
     def claim_fence(self, mapping: str, run_id: int) -> None:
@@ -260,7 +270,7 @@ class MembershipQueries(StoreBase):
         full = [{"mapping": mapping, "run_id": run_id, "at": now, **r} for r in rows]
         with self.engine.begin() as conn:
             self._upsert(conn, schema.rejected, full, ["mapping", "identity"])
-        touch(self, mapping, [r["identity"] for r in rows])
+        self._outside_plan(mapping, [r["identity"] for r in rows])
 
     def rejected(self, mapping: str) -> dict[str, dict[str, Any]]:
         r = schema.rejected.c
@@ -273,7 +283,7 @@ class MembershipQueries(StoreBase):
     def clear_rejections(self, mapping: str) -> None:
         with self.engine.begin() as conn:
             conn.execute(delete(schema.rejected).where(schema.rejected.c.mapping == mapping))
-        touch(self, mapping, None)
+        self._outside_plan(mapping, None)
 
     # -- owed syncs: the store, not the queue, says what is owed ----------------------------------------
     def request_sync(self, mapping: str, *, full: bool, reason: str) -> tuple[SyncRequest, bool]:

@@ -252,6 +252,8 @@ def persist(
             changes[name] = {"size": int(new.sum()), "joined": len(joined), "left": len(left)}
         for name in before.stale:
             conn.exec_driver_sql(f"DELETE FROM segment_members WHERE segment = {mark}", (name,))
+        changed = key_text[np.flatnonzero(~before.same)].tolist()
+        change_log.write(conn, version, changed, before.gone_profiles, joins, leaves, before.stale)
         instance = conn.exec_driver_sql("SELECT instance FROM ingest_state").scalar()
     kept = Written(table.facts.strings, version, table.keys.copy(), profile, names, member)
     if instance is not None:

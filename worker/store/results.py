@@ -122,6 +122,17 @@ class ResultsQueries(StoreBase):
                     found[row.customer_key] = member_from_profile(row.customer_key, dict(row._mapping))
         return found
 
+    def profile_values(self, keys: Sequence[str]) -> dict[str, tuple[str | None, ...]]:
+        """Profiles of ``keys`` as values in :data:`PROFILE_FIELDS` order (a change log replay's)."""
+        p = schema.profiles.c
+        columns = [p.customer_key, *(p[f] for f in PROFILE_FIELDS)]
+        found: dict[str, tuple[str | None, ...]] = {}
+        with self.engine.connect() as conn:
+            for chunk in chunks(list(keys), self.in_chunk):
+                for row in conn.execute(select(*columns).where(self._among(p.customer_key, chunk))):
+                    found[row[0]] = tuple(row[1:])
+        return found
+
     # -- history (the pages read it; nothing is recomputed on request) ------------------------------
     def record_segment_history(
         self, run_id: int, at: datetime, changes: Mapping[str, Mapping[str, int]], stats: Mapping[str, Any]

@@ -170,6 +170,9 @@ mapping_state = Table(
     Column("mapping", String(128), primary_key=True),
     Column("fence", Integer),
     Column("remembered", Text, nullable=False, default="{}"),
+    #: v8: grows with every write of acknowledged or rejected rows outside a sync's plan (reconcile,
+    #: a native replace, cleared rejections): a process planning incrementally then checks everyone
+    Column("epoch", Integer, nullable=False, default=0, server_default="0"),
 )
 
 #: v4: syncs owed per mapping (a resync, a full replace, an erasure's removals). The store, not the
@@ -302,6 +305,28 @@ results_state = Table(
 )
 
 
+#: v8: the recompute change log, durable (worker/store/changes.py): per results version whether
+#: its changes are recorded (a first write of everyone is not), and then which keys changed how. A
+#: sync in another process than the recompute (Celery) replays these instead of rebuilding.
+results_log = Table(
+    "results_log",
+    metadata,
+    Column("version", Integer, primary_key=True),
+    Column("complete", Boolean, nullable=False),
+    Column("at", TS, nullable=False),
+)
+
+results_log_keys = Table(
+    "results_log_keys",
+    metadata,
+    Column("version", Integer, primary_key=True),
+    #: the customer key ('' for a dropped segment)
+    Column("customer_key", String(320), primary_key=True),
+    #: '' for a profile change
+    Column("segment", String(128), primary_key=True),
+    #: profile, gone, join, leave, stale
+    Column("change", String(8), nullable=False),
+)
 #: v5: per recompute and segment: size, change, revenue share and overlaps (the marketer's pages
 #: and the preview read these, never a recompute on request)
 segment_history = Table(

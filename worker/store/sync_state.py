@@ -42,9 +42,8 @@ class MappingState:
     touched: set[str] = field(default_factory=set)
     #: the next plan must look at every identity
     full: bool = True
-    #: newest sync run of the mapping seen, and the ones whose writes the last plans account for
-    runs_seen: int = 0
-    own_runs: set[int] = field(default_factory=set)
+    #: the mapping's epoch (writes outside plans, any process) the last plan accounted for
+    epoch: int = -1
     checked_at: datetime | None = None
 
     def lookup(self, key: str) -> tuple[str, Any] | None:
