@@ -46,6 +46,8 @@ def run_dict(run: RunRow) -> dict[str, Any]:
             "removed": c.get("removed"),
             "rejected": c.get("rejected"),
             "full": bool(c.get("full")),
+            #: incremental (what can have changed was examined) or full (everyone)
+            "plan": c.get("plan"),
         }
         if c.get("parts"):  # a split sync: its parts are sent by the workers
             row |= {"parts": c.get("parts"), "parts_done": c.get("parts_done", 0)}
