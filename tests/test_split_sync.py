@@ -267,3 +267,16 @@ def test_a_full_resync_sent_as_parts_sends_every_member_again_once(rig: Rig) -> 
     assert sorted(rig.sent_adds()) == sorted(list(_emails(0, 1_500)) * 2)  # everyone once more, nobody thrice
     assert rig.store.run(full.run_id).counts["added"] == 1_500
     assert rig.audience() == _emails(0, 1_500)
+
+
+def test_a_part_of_a_superseded_run_stops_without_recording(rig: Rig) -> None:
+    from worker.cycle import sync_part
+
+    seed_segment(rig.store, "buyers", 1_200)
+    first = rig.sync(dispatch=lambda run_id, parts: None)
+    rig.store.claim_fence("big", first.run_id + 1000)  # another run took the mapping
+    runtime = make_runtime(rig.settings, sleep=lambda _: None)
+    outcome = sync_part(rig.store, rig.config, rig.settings, runtime, "big", first.run_id, 0)
+    assert outcome.status == "failed" and outcome.error is not None and "superseded" in outcome.error
+    assert rig.store.acknowledged("big") == {}
+    assert rig.store.part(first.run_id, 0).state == "failed"

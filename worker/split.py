@@ -24,7 +24,7 @@ from typing import Any
 
 from connectors.kernel.errors import ConfigError, ConnectorError, LongPauseError
 from worker.diff import batches
-from worker.store import Store
+from worker.store import FenceLost, Store
 from worker.store.parts import PART_COUNTS, Part, WorkItem
 from worker.sync import MappingSync, Plan, StoreMemory, SyncResult
 
@@ -121,6 +121,9 @@ def run_part(engine: MappingSync, part: Part) -> PartResult:
         state, error = "needs_attention", exc.message
     except ConnectorError as exc:
         state, error = "failed", exc.message
+    except FenceLost as exc:  # another run owns the mapping now: this part must not record
+        log.warning("mapping %s: part %d of run %d stops: %s", name, part.part, part.run_id, exc)
+        state, error = "failed", str(exc)
     store.count_part(part.run_id, part.part, counts)
     if result.more:
         return PartResult(part.run_id, part.part, "more", dict(counts))
