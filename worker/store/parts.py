@@ -1,6 +1,6 @@
 """Parts of a split sync: what each holds, which are done, and the one close of the run.
 
-The planning run writes every part and its identities in one transaction, so a part is either
+The planning run writes every part with its identities (one JSON value per part) in one transaction, so a part is either
 wholly owed or not at all; each part task settles its batches through the normal write-ahead path
 (``begin_batch`` / ``settle_batch`` under the run's fence) and then marks its part. Whoever marks
 the last part closes the run, exactly once (a conditional update of the run row).
@@ -9,11 +9,12 @@ the last part closes the run, exactly once (a conditional update of the run row)
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import func, select, update
+from sqlalchemy.engine import Connection
 
 from worker.store import schema
 from worker.store.base import utcnow
@@ -48,35 +49,23 @@ class WorkItem:
 class PartQueries(MembershipQueries):
     def write_parts(self, mapping: str, run_id: int, parts: Sequence[tuple[str, Sequence[WorkItem]]]) -> None:
         """Every part of a split run with its identities, in one transaction."""
-        rows: list[dict[str, Any]] = []
-        work: list[dict[str, Any]] = []
-        for number, (op, items) in enumerate(parts):
-            rows.append(
-                {
-                    "run_id": run_id,
-                    "part": number,
-                    "mapping": mapping,
-                    "op": op,
-                    "state": "pending",
-                    "size": len(items),
-                    "attempts": 0,
-                    "counts": "{}",
-                }
-            )
-            work.extend(
-                {
-                    "run_id": run_id,
-                    "identity": w.identity,
-                    "part": number,
-                    "customer_key": w.customer_key,
-                    "erasure_id": w.erasure_id,
-                }
-                for w in items
-            )
+        rows = [
+            {
+                "run_id": run_id,
+                "part": number,
+                "mapping": mapping,
+                "op": op,
+                "state": "pending",
+                "size": len(items),
+                "attempts": 0,
+                "counts": "{}",
+                "items": json.dumps([[w.identity, w.customer_key, w.erasure_id] for w in items]),
+            }
+            for number, (op, items) in enumerate(parts)
+        ]
         with self.engine.begin() as conn:
             self._check_fence(conn, mapping, run_id)
             conn.execute(schema.sync_parts.insert(), rows)
-            self._upsert(conn, schema.sync_work, work, ["run_id", "identity"])
 
     def parts(self, run_id: int) -> list[Part]:
         p = schema.sync_parts.c
@@ -117,14 +106,10 @@ class PartQueries(MembershipQueries):
             return [int(x) for x in found]
 
     def part_work(self, run_id: int, number: int) -> list[WorkItem]:
-        w = schema.sync_work.c
+        p = schema.sync_parts.c
         with self.engine.connect() as conn:
-            rows = conn.execute(
-                select(w.identity, w.customer_key, w.erasure_id)
-                .where(w.run_id == run_id, w.part == number)
-                .order_by(w.identity)
-            ).all()
-        return [WorkItem(r.identity, r.customer_key, r.erasure_id) for r in rows]
+            items = conn.execute(select(p["items"]).where(p.run_id == run_id, p.part == number)).scalar()
+        return sorted((WorkItem(i, k, e) for i, k, e in json.loads(items or "[]")), key=lambda w: w.identity)
 
     def start_part(self, run_id: int, number: int, worker: str) -> None:
         p = schema.sync_parts.c
@@ -147,14 +132,13 @@ class PartQueries(MembershipQueries):
 
     def finish_part(self, run_id: int, number: int, state: str, error: str | None = None) -> bool:
         """Mark a part ``done`` or ``failed`` and drop its identities; True when no part is pending any more."""
-        p, w = schema.sync_parts.c, schema.sync_work.c
+        p = schema.sync_parts.c
         with self.engine.begin() as conn:
             conn.execute(
                 update(schema.sync_parts)
                 .where(p.run_id == run_id, p.part == number, p.state == "pending")
-                .values(state=state, error=error, finished_at=utcnow())
+                .values(state=state, error=error, finished_at=utcnow(), items="[]")
             )
-            conn.execute(delete(schema.sync_work).where(w.run_id == run_id, w.part == number))
             left = conn.execute(
                 select(func.count()).select_from(schema.sync_parts).where(p.run_id == run_id, p.state == "pending")
             ).scalar_one()
@@ -173,15 +157,27 @@ class PartQueries(MembershipQueries):
 
     def abandon_parts(self, run_id: int, reason: str) -> int:
         """A split run closed another way (interrupted, superseded): its pending parts are failed."""
-        p, w = schema.sync_parts.c, schema.sync_work.c
+        p = schema.sync_parts.c
         with self.engine.begin() as conn:
             result = conn.execute(
                 update(schema.sync_parts)
                 .where(p.run_id == run_id, p.state == "pending")
-                .values(state="failed", error=reason, finished_at=utcnow())
+                .values(state="failed", error=reason, finished_at=utcnow(), items="[]")
             )
-            conn.execute(delete(schema.sync_work).where(w.run_id == run_id))
         return int(result.rowcount or 0)
+
+    def _drop_from_parts(self, conn: Connection, holds: Callable[[str, str], bool]) -> None:
+        """Take the people ``holds(identity, customer key)`` names out of every owed part (an erasure)."""
+        p = schema.sync_parts.c
+        for run_id, number, items in conn.execute(
+            select(p.run_id, p.part, p["items"]).where(p.state == "pending")
+        ).all():
+            kept = [item for item in json.loads(items) if not holds(item[0], item[1])]
+            conn.execute(
+                update(schema.sync_parts)
+                .where(p.run_id == run_id, p.part == number)
+                .values(items=json.dumps(kept), size=len(kept))
+            )
 
     @staticmethod
     def _part(row: Any) -> Part:

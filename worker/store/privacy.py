@@ -187,7 +187,13 @@ class PrivacyQueries(StoreBase):
             conn.execute(delete(schema.segment_members).where(schema.segment_members.c.customer_key.in_(keys)))
             # parts of a split sync still owed: an add is not sent, and a removal is served by the
             # erasure's own (the acknowledged row, marked below, stays until the destination answers)
-            conn.execute(delete(schema.sync_work).where(_person_rows(schema.sync_work, email, keys)))
+            digest_of = sha256_hex(email) if email else None
+            self._drop_from_parts(  # type: ignore[attr-defined]
+                conn,
+                lambda identity, key: (
+                    key in keys or (digest_of is not None and (identity in (email, digest_of) or digest_of in identity))
+                ),
+            )
             r = schema.rejected.c
             held_by_rejection = [r.customer_key.in_(keys)]
             if email:
@@ -239,13 +245,12 @@ class PrivacyQueries(StoreBase):
                 schema.watermarks,
                 schema.data_requests,
                 schema.webhook_inbox,
-                schema.sync_work,
             ):
                 conn.execute(delete(table))
             conn.execute(
                 update(schema.sync_parts)
                 .where(schema.sync_parts.c.state == "pending")
-                .values(state="failed", error="the shop was erased", finished_at=utcnow())
+                .values(state="failed", error="the shop was erased", finished_at=utcnow(), items="[]")
             )
             now = utcnow()
             detail = {"orders_deleted": orders, "customer_records": customers}

@@ -8,7 +8,6 @@ from sqlalchemy import (
     Column,
     DateTime,
     Float,
-    Index,
     Integer,
     MetaData,
     String,
@@ -129,8 +128,8 @@ inflight = Table(
     Column("erasure_id", Integer),
 )
 
-#: A large sync split into parts that several workers send in parallel: one row per part, its
-#: state and counts. The run row stays ``running`` until the last part settles.
+#: v7: a large sync split into parts that several workers send in parallel: one row per part, its
+#: state, counts and identities. The run row stays ``running`` until the last part settles.
 sync_parts = Table(
     "sync_parts",
     metadata,
@@ -147,19 +146,10 @@ sync_parts = Table(
     Column("worker", String(128)),
     Column("started_at", TS),
     Column("finished_at", TS),
-)
-
-#: each part's identities (with the customer key, and the erasure an owed removal serves); rows go
-#: once their part is done, and an erasure deletes the person's rows at once
-sync_work = Table(
-    "sync_work",
-    metadata,
-    Column("run_id", Integer, primary_key=True),
-    Column("identity", String(512), primary_key=True),
-    Column("part", Integer, nullable=False),
-    Column("customer_key", String(320), nullable=False),
-    Column("erasure_id", Integer),
-    Index("ix_sync_work_part", "run_id", "part"),
+    #: the part's identities while it is owed: JSON [[identity, customer key, erasure id], ...] (one
+    #: value per part, not a row per identity: 1M rows cost more to write and delete than the sends
+    #: they describe); emptied when the part ends, and an erasure takes the person out at once
+    Column("items", Text, nullable=False, default="[]"),
 )
 
 #: v4: per mapping, what a destination asked us to remember (e.g. the Mailchimp segment id it

@@ -31,29 +31,14 @@ def upgrade() -> None:
         sa.Column("worker", sa.String(length=128), nullable=True),
         sa.Column("started_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("finished_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("items", sa.Text(), nullable=False),
         sa.PrimaryKeyConstraint("run_id", "part"),
     )
     with op.batch_alter_table("sync_parts", schema=None) as batch_op:
         batch_op.create_index(batch_op.f("ix_sync_parts_mapping"), ["mapping"], unique=False)
 
-    op.create_table(
-        "sync_work",
-        sa.Column("run_id", sa.Integer(), nullable=False),
-        sa.Column("identity", sa.String(length=512), nullable=False),
-        sa.Column("part", sa.Integer(), nullable=False),
-        sa.Column("customer_key", sa.String(length=320), nullable=False),
-        sa.Column("erasure_id", sa.Integer(), nullable=True),
-        sa.PrimaryKeyConstraint("run_id", "identity"),
-    )
-    with op.batch_alter_table("sync_work", schema=None) as batch_op:
-        batch_op.create_index("ix_sync_work_part", ["run_id", "part"], unique=False)
-
 
 def downgrade() -> None:
-    with op.batch_alter_table("sync_work", schema=None) as batch_op:
-        batch_op.drop_index("ix_sync_work_part")
-
-    op.drop_table("sync_work")
     with op.batch_alter_table("sync_parts", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_sync_parts_mapping"))
 
