@@ -280,3 +280,30 @@ def test_a_part_of_a_superseded_run_stops_without_recording(rig: Rig) -> None:
     assert outcome.status == "failed" and outcome.error is not None and "superseded" in outcome.error
     assert rig.store.acknowledged("big") == {}
     assert rig.store.part(first.run_id, 0).state == "failed"
+
+
+def test_a_part_taken_again_does_not_send_its_refused_members_again(rig: Rig) -> None:
+    from worker.cycle import sync_part
+
+    seed_segment(rig.store, "buyers", 1_000)
+    rig.emulator.add_member("L1", "member3@example.com", "unsubscribed")  # Mailchimp refuses to resubscribe
+    first = rig.sync(dispatch=lambda run_id, parts: None)
+
+    def die(counts: dict[str, Any]) -> None:
+        raise Killed
+
+    runtime = make_runtime(rig.settings, sleep=lambda _: None)
+    with pytest.raises(Killed):
+        sync_part(rig.store, rig.config, rig.settings, runtime, "big", first.run_id, 0, progress=die)
+    closed = rig.sync()
+    assert closed.run_id == first.run_id and closed.status == "partial"
+    counts = rig.store.run(first.run_id).counts
+    assert (counts["added"], counts["rejected"]) == (999, 1)
+    upserted = [
+        m["email_address"]
+        for method, path, body in rig.emulator.bodies
+        if method == "POST" and path.endswith("/lists/L1")
+        for m in body["members"]
+    ]
+    assert upserted.count("member3@example.com") == 1  # refused once, not asked again
+    assert "member3@example.com" in rig.store.rejected("big")

@@ -156,7 +156,7 @@ def _send_adds(
     # a full resync re-sends members already held: only what this run itself settled counts as sent
     since = run.started_at if run.counts.get("full") else None
     held = set(store.acknowledged_among(name, [w.identity for w in items], since=since))
-    refused = {i for i, r in store.rejected(name).items() if r.get("run_id") == part.run_id}
+    refused = store.rejected_by_run(name, part.run_id)
     counts["added"] = len(held)  # settled by an earlier attempt of this part
     counts["rejected"] = sum(1 for w in items if w.identity in refused and w.identity not in held)
     todo = [w for w in items if w.identity not in held and w.identity not in refused]

@@ -280,6 +280,12 @@ class MembershipQueries(StoreBase):
                 for row in conn.execute(select(schema.rejected).where(r.mapping == mapping))
             }
 
+    def rejected_by_run(self, mapping: str, run_id: int) -> set[str]:
+        """Identities the run ``run_id`` recorded as refused (a split part taken again skips them)."""
+        r = schema.rejected.c
+        with self.engine.connect() as conn:
+            return set(conn.execute(select(r.identity).where(r.mapping == mapping, r.run_id == run_id)).scalars())
+
     def clear_rejections(self, mapping: str) -> None:
         with self.engine.begin() as conn:
             conn.execute(delete(schema.rejected).where(schema.rejected.c.mapping == mapping))
