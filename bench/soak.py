@@ -11,6 +11,7 @@ run finished. After each cycle it prints, per mapping, members missing from and 
 destination's real state, against the desired membership.
 
     .venv/bin/python -m bench.soak [--members 50000] [--cycles 20] [--postgres URL] [--seed 1]
+    .venv/bin/python -m bench.soak --split-over 2000 --part-members 2000   # large syncs as parts, under faults
 """
 
 from __future__ import annotations
@@ -161,6 +162,8 @@ class Soak:
             "AUDIENCE_SYNC_LOCK_TTL_SECONDS": "5",
             "AUDIENCE_SYNC_MAILCHIMP_API_KEY": "soak-key-us1",
             "AUDIENCE_SYNC_META_ACCESS_TOKEN": "soak-token",
+            "AUDIENCE_SYNC_SPLIT_SYNC_OVER": str(self.args.split_over),
+            "AUDIENCE_SYNC_SYNC_PART_MEMBERS": str(self.args.part_members),
             "PYTHONPATH": str(Path(__file__).resolve().parents[1]),
         }
         self.settings = Settings(
@@ -274,7 +277,10 @@ class Soak:
         if self.database.startswith("postgresql"):
             faults.append("cut database")
         backend = make_url(self.database).get_backend_name()
-        print(f"soak: {self.args.members:,} members, {self.args.cycles} cycles, store {backend}")
+        print(
+            f"soak: {self.args.members:,} members, {self.args.cycles} cycles, store {backend}; syncs of more than"
+            f" {self.args.split_over:,} moves split into parts of {self.args.part_members:,}"
+        )
         print(f"{'cycle':>5}  {'fault':<16} {'change':<42} {'recover':>8}  " + "  ".join(f"{m:>22}" for m in MAPPINGS))
         worst = 0
         for cycle in range(1, self.args.cycles + 1):
@@ -304,6 +310,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cycles", type=int, default=20)
     parser.add_argument("--postgres", help="a PostgreSQL URL (a database made for the run; dropped after)")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument(
+        "--split-over", type=int, default=100_000, help="syncs moving more members than this are sent as parts"
+    )
+    parser.add_argument("--part-members", type=int, default=25_000, help="members per part of a split sync")
     args = parser.parse_args(argv)
     made: str | None = None
     if args.postgres:

@@ -7,6 +7,7 @@ from decimal import Decimal
 from pathlib import Path
 
 import pandas as pd
+import pytest
 
 from connectors.kernel.records import OrderRecord
 from worker.ingest import validate_orders
@@ -113,4 +114,29 @@ def test_unchanged_refresh_hands_out_the_same_facts_and_table(sqlite_url: str) -
     again = table_from_facts(fresh, reuse=True)
     assert again is not table and list(again.order_count) == [2]
     _agree(store, snap)
+    store.dispose()
+
+
+@pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
+def test_a_worker_on_postgresql_starts_from_its_own_cache_file(
+    database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A server database has no file to sit beside: the cache lives under var/snapshot, named by a hash
+    of the database's URL, owner-only; a new process starts from it instead of reading every order."""
+    from worker.store import snapshot as snapshot_module
+
+    monkeypatch.setattr(snapshot_module, "SERVER_CACHE_DIR", tmp_path / "var" / "snapshot")
+    monkeypatch.setattr(snapshot_module, "_SNAPSHOTS", {})
+    store = open_store(database_url)
+    _put(store, "o1", "c1", "ann@example.com", 10, "100.00")
+    _put(store, "o2", None, "bob@example.com", 100, "5.00")
+    _agree(store, snapshot_module.snapshot_for(store))
+    path = snapshot_module.default_cache_path(store.engine.url.render_as_string(hide_password=True))
+    assert path is not None and path.parent == tmp_path / "var" / "snapshot" and path.exists()
+    assert "postgres" not in path.name and (path.stat().st_mode & 0o777) == 0o600
+    _put(store, "o3", "c2", "cat@example.com", 1, "3.00")
+    monkeypatch.setattr(snapshot_module, "_SNAPSHOTS", {})  # a new worker process
+    fresh = snapshot_module.snapshot_for(store)
+    _agree(store, fresh)
+    assert not fresh.stats["full"] and fresh.stats["changed_rows"] == 1
     store.dispose()

@@ -10,6 +10,7 @@ process does not re-read millions of rows; a missing, unreadable or stale cache 
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import tempfile
@@ -434,11 +435,19 @@ def _ids_array(o_id: npt.NDArray[Any]) -> dict[str, npt.NDArray[Any]]:
     return {"o_id": np.frombuffer(SEP.join(ids).encode(), dtype=np.uint8)}
 
 
+#: where a worker keeps its snapshot cache of a server database (PostgreSQL), relative to its directory
+SERVER_CACHE_DIR = Path("var/snapshot")
+
+
 def default_cache_path(url: str) -> Path | None:
-    """Beside a SQLite file; PostgreSQL deployments pass a cache directory explicitly."""
+    """Beside a SQLite file; for a server database (PostgreSQL) under :data:`SERVER_CACHE_DIR`, one file
+    per database (named by a hash of its URL, never the URL: it may hold a password), so a new worker
+    process starts from it in seconds instead of reading every order. None for an in-memory database."""
     if url.startswith("sqlite:///") and not url.startswith("sqlite:///:memory:"):
         return Path(url.removeprefix("sqlite:///") + ".snapshot.npz")
-    return None
+    if url.startswith("sqlite"):
+        return None
+    return SERVER_CACHE_DIR / f"{hashlib.sha256(url.encode()).hexdigest()[:20]}.snapshot.npz"
 
 
 _SNAPSHOTS: dict[str, Snapshot] = {}
