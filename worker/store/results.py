@@ -116,10 +116,11 @@ class ResultsQueries(StoreBase):
         wanted = sorted(set(keys))
         found: dict[str, Member] = {}
         p = schema.profiles.c
+        columns = [p.customer_key, *(p[f] for f in PROFILE_FIELDS)]
         with self.engine.connect() as conn:
             for chunk in chunks(wanted, self.in_chunk):
-                for row in conn.execute(select(schema.profiles).where(self._among(p.customer_key, chunk))):
-                    found[row.customer_key] = member_from_profile(row.customer_key, dict(row._mapping))
+                for row in conn.execute(select(*columns).where(self._among(p.customer_key, chunk))):
+                    found[row[0]] = member_from_profile(row[0], dict(zip(PROFILE_FIELDS, row[1:], strict=True)))
         return found
 
     def profile_values(self, keys: Sequence[str]) -> dict[str, tuple[str | None, ...]]:
