@@ -22,8 +22,10 @@ import sys
 import tempfile
 import time
 import uuid
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
@@ -98,7 +100,7 @@ class Databases:
         self.admin.dispose()
 
 
-def run_trial(trial: Trial, url: str, members: int, args: argparse.Namespace, workdir: Path) -> dict[str, float]:
+def run_trial(trial: Trial, url: str, members: int, args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     broker = ThrowawayRedis()
     emulator = MetaEmulator(access_token=TOKEN, faults=Faults(latency=args.latency))
     emulator.create_audience("A1")
@@ -164,12 +166,13 @@ def run_trial(trial: Trial, url: str, members: int, args: argparse.Namespace, wo
         if held != wanted:
             raise RuntimeError(f"{trial.label}: {len(wanted - held)} missing, {len(held - wanted)} extra")
         parts = store.parts(run.id)
-        takers = sorted({p.worker for p in parts if p.worker})
+        takers = Counter(p.worker for p in parts if p.worker)
         return {
             "seconds": seconds,
             "requests": len(emulator.log),
             "parts": len(parts),
             "takers": len(takers),
+            "spread": "/".join(str(n) for n in sorted(takers.values(), reverse=True)),
         }
     finally:
         for worker in workers:
@@ -198,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.skip_unsplit:
         trials.insert(0, Trial("one worker, no split (one task sends all)", 1, 0))
     databases = Databases(args.postgres)
-    figures: list[tuple[Trial, dict[str, float]]] = []
+    figures: list[tuple[Trial, dict[str, Any]]] = []
     try:
         template = databases.create()
         made = time.perf_counter()
@@ -215,7 +218,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(
                     f"{trial.label:44s} {result['seconds']:8.1f} s  {args.members / result['seconds']:9,.0f} members/s"
                     f"  {int(result['requests']):5d} requests  parts {int(result['parts'])} taken by"
-                    f" {int(result['takers'])} worker(s)",
+                    f" {int(result['takers'])} worker(s) ({result['spread'] or '-'} each)",
                     flush=True,
                 )
     finally:
