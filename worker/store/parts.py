@@ -46,6 +46,12 @@ class WorkItem:
     erasure_id: int | None
 
 
+def _without_items() -> list[Any]:
+    """A part's columns but its identities: state and counts are read after every part, the
+    identities (megabytes per part) only by the part that sends them."""
+    return [c for c in schema.sync_parts.c if c.name != "items"]
+
+
 class PartQueries(MembershipQueries):
     def write_parts(self, mapping: str, run_id: int, parts: Sequence[tuple[str, Sequence[WorkItem]]]) -> None:
         """Every part of a split run with its identities, in one transaction."""
@@ -70,13 +76,13 @@ class PartQueries(MembershipQueries):
     def parts(self, run_id: int) -> list[Part]:
         p = schema.sync_parts.c
         with self.engine.connect() as conn:
-            found = conn.execute(select(schema.sync_parts).where(p.run_id == run_id).order_by(p.part)).all()
+            found = conn.execute(select(*_without_items()).where(p.run_id == run_id).order_by(p.part)).all()
         return [self._part(row) for row in found]
 
     def part(self, run_id: int, number: int) -> Part | None:
         p = schema.sync_parts.c
         with self.engine.connect() as conn:
-            row = conn.execute(select(schema.sync_parts).where(p.run_id == run_id, p.part == number)).first()
+            row = conn.execute(select(*_without_items()).where(p.run_id == run_id, p.part == number)).first()
         return self._part(row) if row is not None else None
 
     def open_split(self, mapping: str) -> int | None:
