@@ -29,7 +29,6 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 import pandas as pd
-from numpy.dtypes import StringDType
 
 from worker.segments import segment_masks, table_from_facts
 from worker.segments.facts import CONSENTS, NAT, Facts, Interner, grouped
@@ -123,6 +122,11 @@ def email(i: npt.NDArray[np.int64], customers: int) -> list[str]:
     return [f"user{v}@example.com" if v < customers else f"guest{v - customers}@example.net" for v in i.tolist()]
 
 
+def _numbered_ids(refs: npt.NDArray[np.int64]) -> list[str]:
+    """Order ids of the synthetic store (``str(position + 1)``, as ``_load`` writes them)."""
+    return [str(r + 1) for r in refs.tolist()]
+
+
 def facts_of(data: Synthetic) -> Facts:
     """Facts straight from the generator's codes (no string hashing): ids, then emails, then the rest."""
     n_c, people = data.customers, data.customers + data.guests
@@ -139,7 +143,8 @@ def facts_of(data: Synthetic) -> Facts:
     m, k = len(person), n_c
     return Facts(
         strings=interner,
-        o_id=np.arange(1, m + 1).astype(StringDType()),
+        id_lookup=_numbered_ids,
+        o_ref=np.arange(m, dtype=np.int64),
         o_cid=np.where(registered, person, -1).astype(np.int32),
         o_email=np.where(has_email, base_email + person, -1).astype(np.int32),
         o_ns=data.o_ns,

@@ -113,8 +113,8 @@ def test_grouped_orders_give_the_reference_tables_and_segments(
     assert fast.runs is not None and reference.runs is None
     _assert_same(reference, fast)
     # row of every order agrees with the reference once orders are matched by id
-    ref_rows = dict(zip(reference.facts.o_id.tolist(), reference.codes.tolist(), strict=True))
-    assert [ref_rows[i] for i in fast.facts.o_id.tolist()] == fast.codes.tolist()
+    ref_rows = dict(zip(reference.facts.order_ids(), reference.codes.tolist(), strict=True))
+    assert [ref_rows[i] for i in fast.facts.order_ids()] == fast.codes.tolist()
 
 
 @SETTINGS

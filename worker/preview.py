@@ -22,7 +22,7 @@ from connectors.kernel.records import Member, member_from_profile
 from connectors.kernel.redact import mask_email
 from worker.config import AppConfig
 from worker.factory import build_destination, make_runtime
-from worker.segments import CustomerTable, SegmentDefinition, build_customer_table, compute_segments
+from worker.segments import CustomerTable, SegmentDefinition, compute_segments, table_from_facts
 from worker.segments import segment_revenue_share as revenue_share
 from worker.settings import Settings
 from worker.store import Store
@@ -358,8 +358,13 @@ def last_recompute(store: Store, *, with_members: bool = True, scan: int = 500) 
 
 
 def preview_store(store: Store, config: AppConfig, settings: Settings, now: datetime) -> Preview:
-    """Segments of ``config`` computed fresh from the store's data at ``now``, against the last run."""
-    table = build_customer_table(store.orders_frame(), store.customers_frame(), store.lines_frame())
+    """Segments of ``config`` computed fresh from the store's data at ``now``, against the last run.
+
+    Through the process's snapshot, as a recompute does (its cache file, then only rows changed since):
+    the same fast path, never a read of the whole orders table into pandas."""
+    from worker.store.snapshot import snapshot_for
+
+    table = table_from_facts(snapshot_for(store).refresh(), reuse=True)
     members = compute_segments(table, now, config.segments)
     return build_preview(
         table,

@@ -9,9 +9,8 @@ order re-ingested as a test order, or a customer arriving with a guest's email, 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -118,11 +117,27 @@ class Interner:
         return rank
 
 
+#: order ids of order references (``Facts.o_ref``); read only to break ties between orders
+OrderIdLookup = Callable[[I64], list[str]]
+
+
+class IdsInMemory:
+    """:data:`OrderIdLookup` over ids held in memory, referenced by position."""
+
+    def __init__(self, ids: npt.ArrayLike) -> None:
+        self.ids = np.asarray(ids, dtype=object)
+
+    def __call__(self, refs: I64) -> list[str]:
+        out: list[str] = self.ids[refs].tolist()
+        return out
+
+
 @dataclass(eq=False)
 class Facts:
     """Orders, customers and order lines as code columns (see the module doc).
 
-    Orders: ``o_id`` (order ids, for deterministic tie-breaks), ``o_cid``/``o_email``/``o_phone``/
+    Orders: ``o_ref`` (the number each order's id is found by through ``id_lookup``: the store's row
+    number in a snapshot; ids break ties only, so 10M id strings are not held), ``o_cid``/``o_email``/``o_phone``/
     ``o_channel`` codes, ``o_ns`` (created_at, UTC ns), ``o_micros`` (current total in micro-units),
     ``o_cancelled``/``o_test``/``o_discount`` flags, ``o_accepts`` (-1 unknown, 0, 1). Customers:
     ``c_*`` codes, ``c_consent`` (index into :data:`CONSENTS`), ``c_engaged_ns`` (NAT if never). Lines:
@@ -130,7 +145,8 @@ class Facts:
     """
 
     strings: Interner
-    o_id: npt.NDArray[Any]
+    id_lookup: OrderIdLookup
+    o_ref: I64
     o_cid: I32
     o_email: I32
     o_ns: I64
@@ -157,6 +173,10 @@ class Facts:
     #: run of equal keys (one run per registered customer id, one per guest email): the table then
     #: reduces orders with sequential ``reduceat`` passes instead of scatters (see :func:`grouped`)
     o_groups: I64 | None = None
+
+    def order_ids(self, rows: I64 | None = None) -> list[str]:
+        """Order ids of order rows (all rows when None), read through ``id_lookup``."""
+        return self.id_lookup(self.o_ref if rows is None else self.o_ref[rows])
 
     def with_lines(self, l_order: I64, l_product: I32, l_sku: I32, l_qty: I64) -> Facts:
         return replace(self, l_order=l_order, l_product=l_product, l_sku=l_sku, l_qty=l_qty)
@@ -188,7 +208,7 @@ def grouped(facts: Facts) -> Facts:
     perm = np.argsort(keys, kind="stable")
     where = np.empty(len(perm), dtype=np.int64)
     where[perm] = np.arange(len(perm), dtype=np.int64)
-    columns = {name: getattr(facts, name)[perm] for name in ("o_id", *ORDER_ARRAYS, *ORDER_ARRAYS_2)}
+    columns = {name: getattr(facts, name)[perm] for name in ("o_ref", *ORDER_ARRAYS, *ORDER_ARRAYS_2)}
     return replace(facts, **columns, l_order=where[facts.l_order], o_groups=group_starts(keys[perm]))
 
 
@@ -226,7 +246,8 @@ def facts_from_frames(orders: pd.DataFrame, customers: pd.DataFrame, lines: pd.D
     o_id = orders["order_id"].to_numpy(dtype=object)
     facts = Facts(
         strings=strings,
-        o_id=o_id,
+        id_lookup=IdsInMemory(o_id),
+        o_ref=np.arange(n, dtype=np.int64),
         o_cid=strings.factorize(orders["customer_id"]),
         o_email=strings.factorize(orders["email"]),
         o_ns=ns_of(orders["created_at"]),

@@ -19,6 +19,7 @@ checkout stands) has ``accepts_marketing`` true, else UNKNOWN.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from functools import cached_property
 from typing import Any
@@ -86,7 +87,7 @@ def group_extreme(codes: npt.NDArray[Any], values: IntArray, n: int, *, latest: 
 def extreme_rows(
     codes: IntArray,
     ns: IntArray,
-    order_ids: npt.NDArray[Any],
+    order_ids: Callable[[IntArray], list[str]],
     n: int,
     *,
     latest: bool,
@@ -95,7 +96,8 @@ def extreme_rows(
     """(code, row) of each code's earliest/latest row by (created_at, order_id), deterministic.
 
     ``codes`` may hold ``n`` for rows to ignore (one extra bin, so no row subset is ever copied).
-    ``rows``: when ``codes``/``ns`` are a subset, their rows in ``order_ids`` (ids are read for ties only).
+    ``order_ids`` gives the ids of order rows (read for ties only, e.g. :meth:`Facts.order_ids`);
+    ``rows``: when ``codes``/``ns`` are a subset, their order rows.
     """
     if len(codes) == 0:
         return np.empty(0, np.int64), np.empty(0, np.int64)
@@ -107,7 +109,7 @@ def pick_extreme(
     codes: IntArray,
     ns: IntArray,
     ext: IntArray,
-    order_ids: npt.NDArray[Any],
+    order_ids: Callable[[IntArray], list[str]],
     n: int,
     *,
     latest: bool,
@@ -119,7 +121,7 @@ def pick_extreme(
     tied = np.bincount(cand_codes, minlength=n)[cand_codes] > 1
     if tied.any():  # same timestamp: order_id decides (rare, so the string sort stays small)
         tied_rows = cand[tied] if rows is None else rows[cand[tied]]
-        oids = np.asarray(order_ids[tied_rows], dtype=object)
+        oids = np.asarray(order_ids(tied_rows), dtype=object)
         pick = pd.DataFrame({"code": cand_codes[tied], "oid": oids, "row": cand[tied]})
         pick = pick.sort_values(["code", "oid"], ascending=[True, not latest], kind="stable")
         pick = pick.drop_duplicates("code")
@@ -271,10 +273,10 @@ class CustomerTable:
         """:func:`extreme_rows` over all orders (``codes``: full length, n for orders to ignore)."""
         f, runs = self.facts, self.runs
         if runs is None or len(codes) == 0:
-            return extreme_rows(codes, f.o_ns, f.o_id, self.n, latest=latest)
+            return extreme_rows(codes, f.o_ns, f.order_ids, self.n, latest=latest)
         fill = np.iinfo(np.int64).min if latest else np.iinfo(np.int64).max
         ext = runs.extreme(np.where(codes < self.n, f.o_ns, fill), latest=latest)
-        return pick_extreme(codes, f.o_ns, runs.per_order(ext), f.o_id, self.n, latest=latest)
+        return pick_extreme(codes, f.o_ns, runs.per_order(ext), f.order_ids, self.n, latest=latest)
 
     @cached_property
     def order_day(self) -> IntArray:
@@ -321,7 +323,7 @@ class CustomerTable:
             live = ~f.o_test[rows]
             rows, codes = rows[live], codes[live]
         if (f.o_accepts[rows] == 1).any():
-            c, latest = extreme_rows(codes, f.o_ns[rows], f.o_id, self.n, latest=True, rows=rows)
+            c, latest = extreme_rows(codes, f.o_ns[rows], f.order_ids, self.n, latest=True, rows=rows)
             out[c[f.o_accepts[rows[latest]] == 1]] = _SUBSCRIBED
         return out
 
@@ -369,7 +371,7 @@ class CustomerTable:
             del per_order
             row = runs.row[np.searchsorted(runs.starts, cand, side="right") - 1]
             ns = f.o_ns[cand]
-            c, first = pick_extreme(row, ns, ns, f.o_id, self.n, latest=False, rows=cand)
+            c, first = pick_extreme(row, ns, ns, f.order_ids, self.n, latest=False, rows=cand)
             first = cand[first]
         out[c] = f.o_channel[first]
         return out

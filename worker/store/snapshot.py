@@ -22,7 +22,6 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import numpy.typing as npt
 import pandas as pd
-from numpy.dtypes import StringDType
 from sqlalchemy import select, text
 
 from worker.segments.facts import (
@@ -43,11 +42,11 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 FETCH = 200_000
 SEP = "\x00"
-CACHE_FORMAT = 1
-FIXED_ID_WIDTH = 40
+CACHE_FORMAT = 2  # 2: no order ids (read from the store on a tie)
+ID_CHUNK = 5_000
 
 _ORDERS_SQL = (
-    "SELECT row_no, order_id, customer_id, email, created_at, total, cancelled, test, has_discount, channel, "
+    "SELECT row_no, customer_id, email, created_at, total, cancelled, test, has_discount, channel, "
     "accepts_marketing FROM orders WHERE ingest_seq > :seq ORDER BY row_no"
 )
 _CUSTOMERS_SQL = (
@@ -181,7 +180,6 @@ class _Orders(_Columns):
 
 
 ORDER_FIELDS = (
-    "o_id",
     "o_cid",
     "o_email",
     "o_ns",
@@ -229,16 +227,15 @@ class Snapshot:
                 _Columns(
                     np.asarray(cols[0], dtype=np.int64),
                     {
-                        "o_id": np.asarray(cols[1], dtype=StringDType()),
-                        "o_cid": self.strings.factorize(cols[2]),
-                        "o_email": self.strings.factorize(cols[3]),
-                        "o_ns": _ns(cols[4]),
-                        "o_micros": micros_of(cols[5]),
-                        "o_cancelled": _flags(cols[6]),
-                        "o_test": _flags(cols[7]),
-                        "o_discount": _flags(cols[8]),
-                        "o_channel": self.strings.factorize(cols[9]),
-                        "o_accepts": _tristate(cols[10]),
+                        "o_cid": self.strings.factorize(cols[1]),
+                        "o_email": self.strings.factorize(cols[2]),
+                        "o_ns": _ns(cols[3]),
+                        "o_micros": micros_of(cols[4]),
+                        "o_cancelled": _flags(cols[5]),
+                        "o_test": _flags(cols[6]),
+                        "o_discount": _flags(cols[7]),
+                        "o_channel": self.strings.factorize(cols[8]),
+                        "o_accepts": _tristate(cols[9]),
                     },
                 )
             )
@@ -332,41 +329,57 @@ class Snapshot:
     def _build_facts(self) -> Facts:
         m = len(self.orders.row)
         columns: dict[str, Any] = {name: np.empty(0, np.int32) for name in ORDER_FIELDS + CUSTOMER_FIELDS}
-        columns["o_id"] = np.empty(0, dtype=StringDType())
         columns.update(self.orders.data)
         columns.update(self.customers.data)
         columns["c_consent"] = columns["c_consent"].astype(np.int8)
         no_phone = np.broadcast_to(np.int32(-1), (m,))  # the store keeps no order phone: a read-only view
-        facts = Facts(strings=self.strings, o_phone=no_phone, o_groups=self.orders.starts, **columns)
+        facts = Facts(
+            strings=self.strings,
+            id_lookup=self.order_ids,
+            o_ref=self.orders.row,  # row numbers: held anyway, so the ids cost no memory
+            o_phone=no_phone,
+            o_groups=self.orders.starts,
+            **columns,
+        )
         if len(self.lines.row) and m:
             l_order = self.orders.at[self.lines.row].astype(np.int64)
             d = self.lines.data
             facts = facts.with_lines(l_order, d["l_product"], d["l_sku"], d["l_qty"])
         return facts
 
+    def order_ids(self, row_numbers: npt.NDArray[np.int64]) -> list[str]:
+        """Order ids by row number, read from the store: only ties between orders at one timestamp
+        need them, so a snapshot of 10M orders holds no id strings. A row number never changes its
+        order; a row deleted since the refresh (an erasure) reads as "" (sorts first, deterministic)."""
+        wanted = np.unique(row_numbers)
+        found: dict[int, str] = {}
+        table = schema.orders
+        with self.store.engine.connect() as conn:
+            for start in range(0, len(wanted), ID_CHUNK):
+                chunk = wanted[start : start + ID_CHUNK].tolist()
+                rows = conn.execute(select(table.c.row_no, table.c.order_id).where(table.c.row_no.in_(chunk)))
+                found.update((int(r), str(i)) for r, i in rows)
+        return [found.get(r, "") for r in row_numbers.tolist()]
+
     # -- cache file ------------------------------------------------------------------------
     def save(self) -> None:
         """Write the arrays to the cache file (atomically); skipped if a string holds the separator."""
         assert self.cache_path is not None
         strings = self.strings.strings
-        o_id = self.orders.data.get("o_id", np.empty(0, dtype=StringDType()))
-        ids = _ids_array(o_id)
-        if any(SEP in s for s in strings) or not ids:
+        if any(SEP in s for s in strings):
             return
         arrays: dict[str, npt.NDArray[Any]] = {
             "meta": np.asarray([CACHE_FORMAT, self.generation, self.seq], dtype=np.int64),
             "instance": np.frombuffer(self.instance.encode(), dtype=np.uint8),
             "strings": np.frombuffer(SEP.join(strings).encode(), dtype=np.uint8),
             "order": self.strings.order,
-            **ids,
             "o_row": self.orders.row,
             "c_row": self.customers.row,
             "l_row": self.lines.row,
         }
         for prefix, columns in (("o", self.orders), ("c", self.customers), ("l", self.lines)):
             for name, column in columns.data.items():
-                if name != "o_id":
-                    arrays[f"{prefix}:{name}"] = column
+                arrays[f"{prefix}:{name}"] = column
         self.cache_path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=self.cache_path.parent, prefix=f".{self.cache_path.name}.")
         try:
@@ -392,22 +405,14 @@ class Snapshot:
                     return False
                 strings = bytes(data["strings"]).decode().split(SEP) if len(data["strings"]) else []
                 order = data["order"]
-                if "o_id_fixed" in data.files:  # ASCII ids, fixed width: no Python string per id
-                    ids = data["o_id_fixed"].astype(StringDType())
-                else:
-                    ids = np.asarray(
-                        bytes(data["o_id"]).decode().split(SEP) if len(data["o_id"]) else [], dtype=StringDType()
-                    )
                 orders = {k.split(":", 1)[1]: data[k] for k in data.files if k.startswith("o:")}
                 customers = {k.split(":", 1)[1]: data[k] for k in data.files if k.startswith("c:")}
                 lines = {k.split(":", 1)[1]: data[k] for k in data.files if k.startswith("l:")}
                 o_row, c_row, l_row = data["o_row"], data["c_row"], data["l_row"]
-            if len(order) != len(strings) or len(ids) != len(o_row):
+            if len(order) != len(strings) or any(len(v) != len(o_row) for v in orders.values()):
                 return False
             self._reset()
             self.strings = Interner(strings, order)
-            if len(o_row):
-                orders["o_id"] = ids
             self.orders = _Orders(o_row, orders)  # grouped as it is written; sorted once if not
             self.customers = _Columns(c_row, customers)
             self.lines = _Columns(l_row, lines)
@@ -416,23 +421,6 @@ class Snapshot:
         except (OSError, ValueError, KeyError) as exc:
             log.warning("snapshot cache unreadable (%s); rebuilding from the store", type(exc).__name__)
             return False
-
-
-def _ids_array(o_id: npt.NDArray[Any]) -> dict[str, npt.NDArray[Any]]:
-    """Order ids for the cache: fixed-width ASCII bytes when short (loads without decoding each id),
-    else one separated UTF-8 buffer; none (the cache is not written) if an id holds the separator."""
-    width = int(np.strings.str_len(o_id).max()) if len(o_id) else 0
-    if 0 < width <= FIXED_ID_WIDTH:
-        try:
-            fixed = o_id.astype(f"S{width}")
-            if bool((fixed.astype(StringDType()) == o_id).all()):  # NUL bytes would not survive
-                return {"o_id_fixed": fixed}
-        except UnicodeEncodeError:
-            pass
-    ids = o_id.tolist()
-    if any(SEP in s for s in ids):
-        return {}
-    return {"o_id": np.frombuffer(SEP.join(ids).encode(), dtype=np.uint8)}
 
 
 #: where a worker keeps its snapshot cache of a server database (PostgreSQL), relative to its directory
