@@ -428,8 +428,10 @@ def phase_persist(url: str, customers: int, threads: int | None = None) -> dict[
     del table, masks  # as in the worker: nothing but the snapshot holds the last table between cycles
     peak_idle = _peak_mib()
     rounds = []
-    for _ in range(2):  # the first round after start also builds the dictionary's hash index
-        rounds.append(_change_one_percent(store, snap, written, customers))
+    # the first round after start also builds the dictionary's hash index; the third changes only names
+    # (no key input), so the snapshot keeps the resolved keys
+    for renames_only in (False, False, True):
+        rounds.append(_change_one_percent(store, snap, written, customers, renames_only=renames_only))
         written = rounds[-1].pop("written")
     store.dispose()
     return {
@@ -445,14 +447,16 @@ def phase_persist(url: str, customers: int, threads: int | None = None) -> dict[
     }
 
 
-def _change_one_percent(store: Any, snap: Any, written: Any, customers: int) -> dict[str, Any]:
+def _change_one_percent(
+    store: Any, snap: Any, written: Any, customers: int, *, renames_only: bool = False
+) -> dict[str, Any]:
     """1% of the customers change (half renamed, half with a new order today; unique per run, so a
-    rerun changes again); then refresh, compute and persist, timed."""
+    rerun changes again; with ``renames_only`` all renamed); then refresh, compute and persist, timed."""
     from worker.store.persist import persist
 
     tag = f"{time.time_ns()}"
     picked = np.arange(0, customers, 100, dtype=np.int64)
-    renamed, buyers = picked[::2], picked[1::2]
+    renamed, buyers = (picked, picked[:0]) if renames_only else (picked[::2], picked[1::2])
     store.upsert_customers(
         [
             {"customer_id": cid, "source": "bench", "email": em, "first_name": f"R{tag}", "email_consent": "SUBSCRIBED"}
@@ -490,6 +494,7 @@ def _change_one_percent(store: Any, snap: Any, written: Any, customers: int) -> 
         "compute": computed - refreshed,
         "changed": done - computed,
         "changed_customers": float(len(picked)),
+        "keys_kept": float(snap.stats["keys_kept"]),
         "moves": float(sum(c["joined"] + c["left"] for c in changes.values())),
         "written": written,
     }
@@ -619,11 +624,13 @@ def main(argv: list[str] | None = None) -> int:
             f"    whole cycle with no new data (refresh, table reused, masks, persist): {p['idle_cycle']:.2f} s "
             f"(peak RSS so far {p['peak_idle_mib']:.0f} MiB)"
         )
-        for i, label in enumerate(("first 1% cycle in the process", "next 1% cycle")):
+        labels = ("first 1% cycle in the process", "next 1% cycle", "1% renamed only")
+        for i, label in enumerate(labels):
             print(
                 f"    {label}: {p[f'changed_customers_{i}']:,.0f} customers changed "
                 f"({p[f'moves_{i}']:,.0f} joins/leaves): refresh {p[f'refresh_{i}']:.2f} s + compute "
-                f"{p[f'compute_{i}']:.2f} s + persist {p[f'changed_{i}']:.2f} s"
+                f"{p[f'compute_{i}']:.2f} s + persist {p[f'changed_{i}']:.2f} s; resolved keys kept: "
+                f"{'yes' if p[f'keys_kept_{i}'] else 'no'}"
             )
         _targets(a, lt, b, p)
     finally:

@@ -134,6 +134,39 @@ def test_unchanged_refresh_hands_out_the_same_facts_and_table(sqlite_url: str) -
     store.dispose()
 
 
+def _customer(store: Store, customer: str, email: str, first_name: str, days: int) -> None:
+    row = {
+        "customer_id": customer,
+        "source": "test",
+        "email": email,
+        "first_name": first_name,
+        "email_consent": "UNKNOWN",
+    }
+    store.upsert_customers([row | {"updated_at": NOW - timedelta(days=days)}])
+
+
+def test_key_resolution_is_kept_only_while_no_key_input_changed(database_url: str) -> None:
+    """A refund or a rename keeps the resolved keys; a new customer taking a guest's email does not
+    (the guest's orders become that customer's), and results always equal the pandas reference."""
+    store = open_store(database_url)
+    _customer(store, "c1", "ann@example.com", "Ann", 30)
+    _put(store, "o1", "c1", "ann@example.com", 10, "10.00")
+    _put(store, "o2", None, "guest@example.com", 5, "20.00")
+    snap = Snapshot(store)
+    assert list(_agree(store, snap)["buyers"]) == ["c1", "guest@example.com"]
+    _put(store, "o1", "c1", "ann@example.com", 10, "0.00")  # refunded
+    _customer(store, "c1", "ann@example.com", "Annie", 1)  # renamed
+    _agree(store, snap)
+    assert snap.stats["keys_kept"] and snap.stats["changed_rows"] == 2
+    _customer(store, "c2", "guest@example.com", "Gus", 1)  # the guest registers: no order changes
+    result = _agree(store, snap)
+    assert not snap.stats["keys_kept"] and list(result["buyers"]) == ["c1", "c2"]
+    _put(store, "o2", None, "other@example.com", 5, "20.00")  # the order's email is corrected
+    result = _agree(store, snap)
+    assert not snap.stats["keys_kept"] and list(result["buyers"]) == ["c1", "other@example.com"]
+    store.dispose()
+
+
 @pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
 def test_a_worker_on_postgresql_starts_from_its_own_cache_file(
     database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch

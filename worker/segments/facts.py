@@ -173,6 +173,10 @@ class Facts:
     #: run of equal keys (one run per registered customer id, one per guest email): the table then
     #: reduces orders with sequential ``reduceat`` passes instead of scatters (see :func:`grouped`)
     o_groups: I64 | None = None
+    #: grouped path: the key code of every run (key resolution), kept here by the table builder; the
+    #: snapshot carries it into the next facts when a refresh changed no input of it (see
+    #: ``worker/store/snapshot.py``), so such a cycle does not resolve keys again
+    run_keys: I64 | None = None
 
     def order_ids(self, rows: I64 | None = None) -> list[str]:
         """Order ids of order rows (all rows when None), read through ``id_lookup``."""
@@ -209,7 +213,7 @@ def grouped(facts: Facts) -> Facts:
     where = np.empty(len(perm), dtype=np.int64)
     where[perm] = np.arange(len(perm), dtype=np.int64)
     columns = {name: getattr(facts, name)[perm] for name in ("o_ref", *ORDER_ARRAYS, *ORDER_ARRAYS_2)}
-    return replace(facts, **columns, l_order=where[facts.l_order], o_groups=group_starts(keys[perm]))
+    return replace(facts, **columns, l_order=where[facts.l_order], o_groups=group_starts(keys[perm]), run_keys=None)
 
 
 def ns_of(series: pd.Series) -> I64:

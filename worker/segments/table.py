@@ -475,7 +475,9 @@ def table_from_facts(facts: Facts, *, reuse: bool = False) -> CustomerTable:
     f = facts
     cid, email = f.o_cid, f.o_email
     if f.o_groups is not None:
-        return CustomerTable(f, None, _run_keys(f))
+        if f.run_keys is None or len(f.run_keys) != len(f.o_groups):
+            f.run_keys = _run_keys(f)
+        return CustomerTable(f, None, f.run_keys)
     live = ~f.o_test & ((cid >= 0) | (email >= 0))  # orders with neither id nor email are excluded
     key = np.where(live, cid, -1).astype(np.int64)
     guest = live & (cid < 0)

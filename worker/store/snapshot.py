@@ -214,6 +214,7 @@ class Snapshot:
         self.lines = _Columns(np.empty(0, np.int64), {})
         self.unsaved = 0
         self._facts: Facts | None = None  # handed out again while nothing changed
+        self._run_keys: npt.NDArray[np.int64] | None = None  # carried into the next facts (_keys_hold)
         #: recompute results this process last wrote, on this dictionary's codes (worker/store/persist.py)
         self.written: Written | None = None
 
@@ -300,6 +301,9 @@ class Snapshot:
             customers = self._read_customers(conn, since)
             lines = self._read_lines(conn, since)
         changed = len(orders.row) + len(customers.row)
+        old = self._facts
+        self._run_keys = old.run_keys if old is not None and not full and self._keys_hold(orders, customers) else None
+        del old
         if changed or full:
             self._facts = None  # before the arrays change: the old facts and their table can be freed
         ok = self.orders.upsert(orders) and self.customers.upsert(customers)
@@ -315,10 +319,43 @@ class Snapshot:
                 self.lines = _Columns.concat([self.lines, lines], LINE_FIELDS) if len(self.lines.row) else lines
         self.instance, self.generation, self.seq = instance, generation, int(seq)
         self.unsaved += changed
-        self.stats = {"full": full, "changed_rows": changed, "orders": len(self.orders.row)}
+        self.stats = {
+            "full": full,
+            "changed_rows": changed,
+            "orders": len(self.orders.row),
+            "keys_kept": self._run_keys is not None,
+        }
         if self.cache_path is not None and changed and (full or self.unsaved >= self.save_every):
             self.save()
         return self.facts()
+
+    def _keys_hold(self, orders: _Columns, customers: _Columns) -> bool:
+        """True if these new rows change no input of key resolution: every order row replaces one with
+        the same customer id, email and test flag (so no run is added, moved or emptied of live orders),
+        and every customers row replaces one with the same id and email (a new customer may take a
+        guest's email). A refund, a status change, a rename or a consent change keeps the keys."""
+        if len(orders.row):
+            at = self.orders.at
+            known = orders.row < len(at)
+            if not known.all():
+                return False
+            pos = at[orders.row]
+            if (pos < 0).any():
+                return False
+            for name in ("o_cid", "o_email", "o_test"):
+                if not np.array_equal(self.orders.data[name][pos], orders.data[name]):
+                    return False
+        if len(customers.row):
+            held = self.customers.row
+            if len(held) == 0:
+                return False
+            pos = np.minimum(np.searchsorted(held, customers.row), len(held) - 1)
+            if not (held[pos] == customers.row).all():
+                return False
+            for name in ("c_id", "c_email"):
+                if not np.array_equal(self.customers.data[name][pos], customers.data[name]):
+                    return False
+        return True
 
     def facts(self) -> Facts:
         """The arrays as facts: the same object until the next refresh that changes something."""
@@ -339,6 +376,7 @@ class Snapshot:
             o_ref=self.orders.row,  # row numbers: held anyway, so the ids cost no memory
             o_phone=no_phone,
             o_groups=self.orders.starts,
+            run_keys=self._run_keys,
             **columns,
         )
         if len(self.lines.row) and m:
