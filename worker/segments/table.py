@@ -487,6 +487,13 @@ def table_from_facts(facts: Facts, *, reuse: bool = False) -> CustomerTable:
     return CustomerTable(facts, live, key)
 
 
+def forget_table(facts: Facts) -> None:
+    """Drop the table :func:`table_from_facts` kept on ``facts`` (``reuse``). Facts and table refer
+    to each other, a cycle that only the garbage collector frees, so facts let go of without this
+    would keep both (~0.5 GB at 1M customers / 10M orders) until its next full collection."""
+    facts.__dict__.pop("_table", None)
+
+
 def _guest_keys(f: Facts, live: BoolArray, guest_email: npt.NDArray[np.integer[Any]]) -> IntArray:
     """Key codes of guest orders' emails: the smallest customer id with that email (customers' emails
     first, then registered live orders'), else the email itself."""

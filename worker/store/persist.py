@@ -92,8 +92,8 @@ def _cold(
     index = pd.Index(key_text)
     same = np.zeros(n, dtype=bool)
     gone_profiles: list[str] = []
-    everyone = np.arange(n, dtype=np.int64)
-    current = [np.asarray(col, dtype=object) for col in _texts(table, profile, everyone)]
+    # chunk by chunk (values of the chunk's rows only): at 1M customers, whole columns of strings
+    # and whole segments' key lists held at once cost hundreds of MB (a worker's first cycle)
     result = conn.exec_driver_sql(f"SELECT customer_key, {', '.join(PROFILE_COLUMNS)} FROM profiles")
     while rows := result.fetchmany(FETCH):
         cols = list(zip(*rows, strict=True))
@@ -102,23 +102,22 @@ def _cold(
         found = pos >= 0
         gone_profiles += keys[~found].tolist()
         at = pos[found]
+        current = _texts(table, profile, at)
         equal = np.ones(len(at), dtype=bool)
         for j in range(len(PROFILE_COLUMNS)):
-            equal &= current[j][at] == np.asarray(cols[j + 1], dtype=object)[found]
+            equal &= np.asarray(current[j], dtype=object) == np.asarray(cols[j + 1], dtype=object)[found]
         same[at[equal]] = True
     member = np.zeros((n, len(names)), dtype=bool)
     gone_members: dict[str, list[str]] = {}
     marker = _marker(conn)
     for s, name in enumerate(names):
-        stored = np.asarray(
-            conn.exec_driver_sql(f"SELECT customer_key FROM segment_members WHERE segment = {marker}", (name,))
-            .scalars()
-            .all(),
-            dtype=object,
-        )
-        pos = index.get_indexer(stored) if len(stored) else np.empty(0, np.int64)
-        member[pos[pos >= 0], s] = True
-        gone_members[name] = stored[pos < 0].tolist()
+        gone_members[name] = []
+        result = conn.exec_driver_sql(f"SELECT customer_key FROM segment_members WHERE segment = {marker}", (name,))
+        while chunk := result.fetchmany(FETCH):
+            stored = np.asarray([row[0] for row in chunk], dtype=object)
+            pos = index.get_indexer(stored)
+            member[pos[pos >= 0], s] = True
+            gone_members[name] += stored[pos < 0].tolist()
     segments = conn.exec_driver_sql("SELECT DISTINCT segment FROM segment_members").scalars().all()
     stale = sorted(set(segments) - set(names))
     return _Before(same, member, gone_profiles, gone_members, stale)

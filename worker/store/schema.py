@@ -57,9 +57,10 @@ orders = Table(
     Column("landing_page", Text),
     Column("referrer", Text),
     Column("accepts_marketing", Boolean),
-    # v2: ingest batch that last wrote the row, and a row number fixed at first insert (snapshot.py)
+    # v2: ingest batch that last wrote the row, and a row number fixed at first insert (snapshot.py);
+    # indexed since v9_orders_row_no: the snapshot reads tied orders' ids by row number
     Column("ingest_seq", Integer, index=True),
-    Column("row_no", Integer),
+    Column("row_no", Integer, index=True),
 )
 
 order_lines = Table(

@@ -33,6 +33,7 @@ from worker.segments.facts import (
     group_starts,
     micros_of,
 )
+from worker.segments.table import forget_table
 from worker.store import schema
 from worker.store.db import Store
 
@@ -47,8 +48,8 @@ ID_CHUNK = 5_000
 
 _ORDERS_SQL = (
     "SELECT row_no, customer_id, email, created_at, total, cancelled, test, has_discount, channel, "
-    "accepts_marketing FROM orders WHERE ingest_seq > :seq ORDER BY row_no"
-)
+    "accepts_marketing FROM orders WHERE ingest_seq > :seq ORDER BY +row_no"
+)  # "+row_no": sorted after the ingest_seq search, never by a scan of the row_no index (all rows)
 _CUSTOMERS_SQL = (
     "SELECT row_no, customer_id, email, phone, first_name, last_name, country, email_consent, last_engaged_at "
     "FROM customers WHERE ingest_seq > :seq ORDER BY row_no"
@@ -125,6 +126,17 @@ class _Orders(_Columns):
         self.starts = np.empty(0, np.int64)
         self.upsert(_Columns(row, data))
 
+    @classmethod
+    def grouped(
+        cls, row: npt.NDArray[np.int64], data: dict[str, npt.NDArray[Any]], starts: npt.NDArray[np.int64]
+    ) -> _Orders:
+        """Columns already grouped, with their run starts (a cache file): no key is computed."""
+        out = cls(np.empty(0, np.int64), {})
+        if len(row):
+            out.row, out.data = row, dict(data)
+            out._index(starts=starts)
+        return out
+
     @property
     def key(self) -> npt.NDArray[np.int64]:
         """Run key of every position (sorted); derived on use, not held (10M int64 would be 80 MB)."""
@@ -161,22 +173,28 @@ class _Orders(_Columns):
         kept_key = key if keep is None else key[keep]
         del key
         where = np.searchsorted(kept_key, new_key[fresh], side="right")
+        starts = group_starts(np.insert(kept_key, where, new_key[fresh]))  # keys are not held past here
+        del kept_key
         # one column at a time: the old one is freed before the next grows
         self.row = np.insert(self.row if keep is None else self.row[keep], where, new.row[fresh])
-        key = np.insert(kept_key, where, new_key[fresh])
-        del kept_key
         names = list(self.data) or list(new.data)
         for name in names:
             old = self.data.get(name)
             base = new.data[name][:0] if old is None else old if keep is None else old[keep]
+            del old
             self.data[name] = np.insert(base, where, new.data[name][fresh])
-        self._index(key)
+            del base
+        self._index(starts=starts)
         return True
 
-    def _index(self, key: npt.NDArray[np.int64]) -> None:
+    def _index(self, key: npt.NDArray[np.int64] | None = None, starts: npt.NDArray[np.int64] | None = None) -> None:
+        self.at = np.empty(0, np.int32)  # the old index is freed before the new one is built
         self.at = np.full(int(self.row.max()) + 1, -1, dtype=np.int32)  # positions < 2**31
         self.at[self.row] = np.arange(len(self.row), dtype=np.int32)
-        self.starts = group_starts(key)
+        if starts is None:
+            assert key is not None
+            starts = group_starts(key)
+        self.starts = starts
 
 
 ORDER_FIELDS = (
@@ -305,6 +323,8 @@ class Snapshot:
         self._run_keys = old.run_keys if old is not None and not full and self._keys_hold(orders, customers) else None
         del old
         if changed or full:
+            if self._facts is not None:
+                forget_table(self._facts)
             self._facts = None  # before the arrays change: the old facts and their table can be freed
         ok = self.orders.upsert(orders) and self.customers.upsert(customers)
         if not ok:  # rows numbered before ours appeared: cannot happen with the counter, reload anyway
@@ -412,6 +432,7 @@ class Snapshot:
             "strings": np.frombuffer(SEP.join(strings).encode(), dtype=np.uint8),
             "order": self.strings.order,
             "o_row": self.orders.row,
+            "o_starts": self.orders.starts,
             "c_row": self.customers.row,
             "l_row": self.lines.row,
         }
@@ -447,11 +468,14 @@ class Snapshot:
                 customers = {k.split(":", 1)[1]: data[k] for k in data.files if k.startswith("c:")}
                 lines = {k.split(":", 1)[1]: data[k] for k in data.files if k.startswith("l:")}
                 o_row, c_row, l_row = data["o_row"], data["c_row"], data["l_row"]
+                starts = data["o_starts"]
+                if len(o_row) and (len(starts) == 0 or starts[0] != 0 or starts[-1] >= len(o_row)):
+                    return False
             if len(order) != len(strings) or any(len(v) != len(o_row) for v in orders.values()):
                 return False
             self._reset()
             self.strings = Interner(strings, order)
-            self.orders = _Orders(o_row, orders)  # grouped as it is written; sorted once if not
+            self.orders = _Orders.grouped(o_row, orders, starts)
             self.customers = _Columns(c_row, customers)
             self.lines = _Columns(l_row, lines)
             self.instance, self.generation, self.seq = instance, generation, cached_seq
