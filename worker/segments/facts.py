@@ -28,6 +28,9 @@ MICROS = 1_000_000
 #: consent states by code (``Facts.c_consent`` indexes this tuple)
 CONSENTS: tuple[str, ...] = tuple(c.value for c in Consent)
 UNKNOWN_CONSENT = CONSENTS.index(Consent.UNKNOWN.value)
+#: without a hash index, :meth:`Interner.codes` binary-searches batches this many times smaller than
+#: the dictionary (a cycle's new rows); larger ones (a full load) build the index
+SEARCH_BELOW = 16
 
 ORDER_ARRAYS = ("o_cid", "o_email", "o_ns", "o_micros", "o_cancelled", "o_test", "o_discount")
 ORDER_ARRAYS_2 = ("o_channel", "o_accepts", "o_phone")
@@ -44,6 +47,8 @@ class Interner:
         self._order = order
         self._sorted: Objs | None = None
         self._array: Objs | None = None
+        #: strings interned by binary-search lookups since ``_sorted`` was built, by code
+        self._recent: dict[str, int] = {}
 
     def __len__(self) -> int:
         return len(self.strings)
@@ -54,8 +59,39 @@ class Interner:
             self._index = {s: i for i, s in enumerate(self.strings)}
         return self._index
 
+    def release_index(self) -> None:
+        """Drop the hash index (~130 MB at 2M strings): small lookups then binary-search the sorted
+        order instead (strings added since that sort sit in a small dict), and a large batch (a full
+        load) builds the index again."""
+        self._index = None
+
+    def _search(self, texts: list[str]) -> I64:
+        """Codes of ``texts`` (-1 where unknown): binary search over the strings as last sorted, then
+        the strings interned since (``_recent``)."""
+        n = len(self.strings)
+        if self._sorted is None or len(self._sorted) + len(self._recent) != n:
+            self._sorted = self.array()[self.order]  # ``order`` merges strings added since the last sort
+            self._recent = {}
+        sorted_strings, order = self._sorted, self._order
+        assert order is not None and len(order) == len(sorted_strings)
+        out = np.full(len(texts), -1, dtype=np.int64)
+        if len(sorted_strings) and texts:
+            wanted = np.asarray(texts, dtype=object)
+            at = np.minimum(np.searchsorted(sorted_strings, wanted), len(sorted_strings) - 1)
+            hit = np.asarray(sorted_strings[at] == wanted, dtype=bool)
+            out[hit] = order[at[hit]]
+        if self._recent:
+            for i in np.flatnonzero(out < 0).tolist():
+                out[i] = self._recent.get(texts[i], -1)
+        return out
+
     def codes(self, values: Iterable[object]) -> I32:
         """Codes of ``values`` (None/NaN -> -1), interning unseen strings."""
+        if self._index is None:
+            items = [None if v is None or v != v else str(v) for v in values]
+            if len(items) * SEARCH_BELOW < len(self.strings):
+                return self._codes_by_search(items)
+            values = items
         index, strings = self.index, self.strings
         out: list[int] = []
         append = out.append
@@ -71,6 +107,25 @@ class Interner:
             append(code)
         return np.asarray(out, dtype=np.int32)
 
+    def _codes_by_search(self, items: list[str | None]) -> I32:
+        texts = [t for t in items if t is not None]
+        found = self._search(texts).tolist()
+        recent, strings = self._recent, self.strings
+        out = np.full(len(items), -1, dtype=np.int32)
+        k = 0
+        for i, text in enumerate(items):
+            if text is None:
+                continue
+            code = found[k]
+            k += 1
+            if code < 0:
+                code = recent.get(text, -1)
+                if code < 0:
+                    code = recent[text] = len(strings)
+                    strings.append(text)
+            out[i] = code
+        return out
+
     def factorize(self, values: npt.ArrayLike) -> I32:
         """Like :meth:`codes` for a large column: factorize first, intern only the distinct values."""
         local, uniques = pd.factorize(pd.Series(np.asarray(values, dtype=object)), use_na_sentinel=True)
@@ -81,6 +136,9 @@ class Interner:
 
     def lookup(self, values: Iterable[str]) -> I32:
         """Codes of known strings only (unknown ones are left out)."""
+        if self._index is None:
+            found = self._search(list(values))
+            return found[found >= 0].astype(np.int32)
         index = self.index
         return np.asarray([index[v] for v in values if v in index], dtype=np.int32)
 

@@ -338,6 +338,7 @@ class Snapshot:
             if len(lines.row):
                 self.lines = _Columns.concat([self.lines, lines], LINE_FIELDS) if len(self.lines.row) else lines
         self.instance, self.generation, self.seq = instance, generation, int(seq)
+        self.strings.release_index()  # a worker holds no hash of its ~2M strings between cycles
         self.unsaved += changed
         self.stats = {
             "full": full,
