@@ -173,8 +173,8 @@ class _Orders(_Columns):
         kept_key = key if keep is None else key[keep]
         del key
         where = np.searchsorted(kept_key, new_key[fresh], side="right")
-        starts = group_starts(np.insert(kept_key, where, new_key[fresh]))  # keys are not held past here
-        del kept_key
+        starts = _merged_starts(kept_key, self.starts if keep is None else None, where, new_key[fresh])
+        del kept_key  # keys are not held past here
         # one column at a time: the old one is freed before the next grows
         self.row = np.insert(self.row if keep is None else self.row[keep], where, new.row[fresh])
         names = list(self.data) or list(new.data)
@@ -195,6 +195,37 @@ class _Orders(_Columns):
             assert key is not None
             starts = group_starts(key)
         self.starts = starts
+
+
+def _merged_starts(
+    old_key: npt.NDArray[np.int64],
+    old_starts: npt.NDArray[np.int64] | None,
+    where: npt.NDArray[np.int64],
+    new_key: npt.NDArray[np.int64],
+) -> npt.NDArray[np.int64]:
+    """Run starts of ``np.insert(old_key, where, new_key)`` without building it (80 MB at 10M rows).
+
+    ``where`` comes from ``searchsorted(old_key, new_key, side="right")`` (``new_key`` sorted), so a
+    new row goes after every old row with its key: old run starts stay starts (shifted by the rows
+    inserted before them), and a new row starts a run only where its key differs from the row before it.
+    """
+    if old_starts is None:
+        old_starts = group_starts(old_key)
+    m = len(where)
+    shifted = old_starts + np.searchsorted(where, old_starts, side="right")
+    # the key of the row each new row follows in the merged order (int64 minimum, which no key is: none)
+    before = np.empty(m, dtype=np.int64)
+    if m:
+        before[:] = np.iinfo(np.int64).min
+        if len(old_key):
+            after_old = np.flatnonzero(where > 0)
+            before[after_old] = old_key[where[after_old] - 1]
+        follows_new = np.zeros(m, dtype=bool)
+        follows_new[1:] = where[1:] == where[:-1]
+        before[follows_new] = new_key[np.flatnonzero(follows_new) - 1]
+    fresh_starts = (where + np.arange(m, dtype=np.int64))[new_key != before]
+    out: npt.NDArray[np.int64] = np.sort(np.concatenate([shifted, fresh_starts]))
+    return out
 
 
 ORDER_FIELDS = (
