@@ -247,8 +247,13 @@ class Facts:
 def group_key(o_cid: I32, o_email: I32) -> I64:
     """Run key of each order: ``2 * customer id code`` for registered orders, ``2 * email code + 1`` for
     guest orders (-1 for neither). Key resolution never splits a run, so a run maps to one table row."""
-    cid = o_cid.astype(np.int64)
-    out: I64 = np.where(cid >= 0, 2 * cid, 2 * o_email.astype(np.int64) + 1)
+    # in place on one int64 column: at 10M orders, temporaries of the whole expression were ~300 MB
+    out: I64 = o_email.astype(np.int64)
+    out *= 2
+    out += 1
+    registered = o_cid >= 0
+    np.copyto(out, o_cid, where=registered)
+    np.multiply(out, 2, out=out, where=registered)
     return out
 
 
