@@ -332,12 +332,23 @@ class CustomerTable:
         out[self.cust_pos] = column
         return out
 
-    def _latest_code(self, values: npt.NDArray[np.int32]) -> IntArray:
-        """Per row, the code on its latest order that has one (-1 where none)."""
+    def _latest_code(self, values: npt.NDArray[np.int32], wanted: BoolArray) -> IntArray:
+        """Per row, the code on its latest order that has one (-1 where none); computed for the
+        ``wanted`` rows only (on the grouped path: only their runs' orders are read)."""
         out = np.full(self.n, -1, dtype=np.int64)
-        codes = np.where(values >= 0, self.codes, self.n)
-        c, rows = self.latest_rows(codes, latest=True)
-        out[c] = values[rows]
+        if self.runs is None:
+            codes = np.where(values >= 0, self.codes, self.n)
+            c, rows = self.latest_rows(codes, latest=True)
+            out[c] = values[rows]
+            return out
+        runs, f = self.runs, self.facts
+        picked = np.append(wanted, False)[runs.row]
+        rows = np.flatnonzero(np.repeat(picked, runs.sizes))
+        codes = np.repeat(runs.row[picked], runs.sizes[picked])
+        keep = (values[rows] >= 0) & ~f.o_test[rows]
+        rows, codes = rows[keep], codes[keep]
+        c, latest = extreme_rows(codes, f.o_ns[rows], f.order_ids, self.n, latest=True, rows=rows)
+        out[c] = values[rows[latest]]
         return out
 
     @cached_property
@@ -345,7 +356,7 @@ class CustomerTable:
         out = np.where(self.is_store_id, self._from_customers(self.facts.c_email), self.keys)
         missing = out < 0
         if missing.any():
-            out = np.where(missing, self._latest_code(self.facts.o_email), out)
+            out = np.where(missing, self._latest_code(self.facts.o_email, missing), out)
         return out
 
     @cached_property
@@ -353,7 +364,7 @@ class CustomerTable:
         out = self._from_customers(self.facts.c_phone)
         missing = out < 0
         if missing.any() and (self.facts.o_phone >= 0).any():
-            out = np.where(missing, self._latest_code(self.facts.o_phone), out)
+            out = np.where(missing, self._latest_code(self.facts.o_phone, missing), out)
         return out
 
     @cached_property
