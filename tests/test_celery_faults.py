@@ -131,7 +131,7 @@ def test_a_killed_pool_child_is_redelivered_at_once_and_takes_over_its_dead_lock
         app.send_task("audience_sync.cycle", queue=settings.queue)
         client = redis.Redis.from_url(redis_url)
         holder = wait_for(lambda: client.get(f"{key_prefix}:lock:cycle"), 60, "the cycle to hold its lock")
-        wait_for(lambda: store.recent_runs() and store.recent_runs()[0].counts.get("pages"), 30, "the pull to start")
+        wait_for(lambda: store.recent_runs() and store.recent_runs()[0].counts.get("pages"), 90, "the pull to start")
         os.kill(int(json.loads(holder)["pid"]), signal.SIGKILL)  # what the OOM killer does to a pool child
         killed_at = time.monotonic()
 
@@ -174,7 +174,7 @@ def test_a_redis_restart_mid_sync_loses_no_sync(tmp_path: Path, workers: list[Ce
         queued = request_sync(store, settings, "big", full=False, reason="cycle", send=_sender(settings))
         assert not queued.coalesced
         wait_for(lambda: read_audience(file) == desired, 120, "the sync to converge after the restart")
-        wait_for(lambda: store.recent_runs(mapping="big")[0].status == "ok", 30, "a finished run")
+        wait_for(lambda: store.recent_runs(mapping="big")[0].status == "ok", 90, "a finished run")
         assert len(store.acknowledged("big")) == len(desired)
         assert {r.status for r in store.recent_runs(mapping="big")[1:]} & {"interrupted", "failed"}
         store.dispose()

@@ -120,11 +120,13 @@ def deliver(api: httpx.Client, topic: str, payload: Any, webhook_id: str, *, sec
     return api.post(f"/webhooks/shopify/{topic}", content=body, headers=headers)
 
 
-def wait_for(check: Callable[[], bool], seconds: float = 20.0) -> None:
+def wait_for(check: Callable[[], bool], seconds: float = 60.0) -> None:
+    """Until ``check`` holds (a few seconds on a quiet machine; the bound only ends a hung wait, and is
+    generous because a loaded 2-core CI machine runs the embedded cycles several times slower)."""
     deadline = time.monotonic() + seconds
     while not check():
         if time.monotonic() > deadline:
-            raise AssertionError("not reached in time")
+            raise AssertionError(f"not reached in {seconds:.0f} s")
         time.sleep(0.1)
 
 
@@ -211,7 +213,7 @@ def test_a_burst_of_orders_becomes_a_few_cycles(world: Shop) -> None:
         )
     assert all(a.status_code == 200 for a in answers)
     digests = {sha256_hex(email_of(c)) for c in customers}
-    wait_for(lambda: digests <= world.audience("engaged_30d"), 30)
+    wait_for(lambda: digests <= world.audience("engaged_30d"), 120)
     assert runs(world, "recompute") - recomputes <= 6  # 150 deliveries, not 150 cycles
     assert world.store.inbox_pending_count() == 0
 
