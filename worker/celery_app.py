@@ -20,6 +20,10 @@ def make_celery(settings: Settings) -> Celery:
         # restore a dead worker's unacked tasks soon after the visibility timeout, not ~90 s later
         "unacked_restore_interval": 2,
         "unacked_restore_throttle": 1,
+        # a worker killed while it holds the restore mutex (every 2 s, above) would block every
+        # restore for kombu's default 300 s; a sweep takes milliseconds, and a message restored twice
+        # is harmless here (task locks and fences end the duplicate as "busy")
+        "unacked_mutex_expire": 15,
     }
     app.conf.update(
         task_acks_late=True,
