@@ -315,17 +315,23 @@ class CustomerTable:
         if self.runs is None:
             rows = np.flatnonzero(without[self.codes])  # their orders
             codes = self.codes[rows]
-        else:  # the runs of those rows, spread over their orders; test orders dropped
-            runs = self.runs
-            picked = without[runs.row]
-            rows = np.flatnonzero(np.repeat(picked, runs.sizes))
-            codes = np.repeat(runs.row[picked], runs.sizes[picked])
-            live = ~f.o_test[rows]
-            rows, codes = rows[live], codes[live]
+        else:
+            rows, codes = self._live_orders_of(without)
         if (f.o_accepts[rows] == 1).any():
             c, latest = extreme_rows(codes, f.o_ns[rows], f.order_ids, self.n, latest=True, rows=rows)
             out[c[f.o_accepts[rows[latest]] == 1]] = _SUBSCRIBED
         return out
+
+    def _live_orders_of(self, wanted: BoolArray) -> tuple[IntArray, IntArray]:
+        """Grouped path: the non-test orders of the runs of ``wanted`` rows (length n + 1, the extra
+        slot for excluded runs), and each one's row; only those runs are read."""
+        assert self.runs is not None
+        runs = self.runs
+        picked = wanted[runs.row]
+        rows = np.flatnonzero(np.repeat(picked, runs.sizes))
+        codes = np.repeat(runs.row[picked], runs.sizes[picked])
+        live = ~self.facts.o_test[rows]
+        return rows[live], codes[live]
 
     def _from_customers(self, column: npt.NDArray[np.int32]) -> IntArray:
         out = np.full(self.n, -1, dtype=np.int64)
@@ -341,11 +347,9 @@ class CustomerTable:
             c, rows = self.latest_rows(codes, latest=True)
             out[c] = values[rows]
             return out
-        runs, f = self.runs, self.facts
-        picked = np.append(wanted, False)[runs.row]
-        rows = np.flatnonzero(np.repeat(picked, runs.sizes))
-        codes = np.repeat(runs.row[picked], runs.sizes[picked])
-        keep = (values[rows] >= 0) & ~f.o_test[rows]
+        f = self.facts
+        rows, codes = self._live_orders_of(np.append(wanted, False))
+        keep = values[rows] >= 0
         rows, codes = rows[keep], codes[keep]
         c, latest = extreme_rows(codes, f.o_ns[rows], f.order_ids, self.n, latest=True, rows=rows)
         out[c] = values[rows[latest]]
